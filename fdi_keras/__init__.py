@@ -1,0 +1,28 @@
+"""fdi_keras: measured-latency-aware compression for Keras 3 models on mobile and embedded CPUs.
+
+Public API (DESIGN.md section 4): profile a device (tools/profile_device.py), fit a
+`TimingTree`, predict a model's latency with `predict_latency`, export and measure with
+`fdi_keras.export`.
+"""
+
+from fdi_keras import export, layers
+from fdi_keras.errors import MissingKindError, TreeFormatError, UnsupportedLayerError
+from fdi_keras.kernels import model_kernels
+from fdi_keras.latency import LatencyReport, predict_latency
+from fdi_keras.specs import LayerSpec
+from fdi_keras.timing import TimingTree
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LatencyReport",
+    "LayerSpec",
+    "MissingKindError",
+    "TimingTree",
+    "TreeFormatError",
+    "UnsupportedLayerError",
+    "export",
+    "layers",
+    "model_kernels",
+    "predict_latency",
+]

@@ -1,0 +1,128 @@
+"""Explanatory variables of a kernel: FLOPs, bytes read/written, parameter bytes, raw dims.
+
+`tile` rounds the kernel's channel dimension up to a multiple (the runtime's register tile),
+which turns the staircase of execution time into a line; the timing tree learns the tile.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fdi_keras.specs import LayerSpec, conv_output_size
+
+FEATURES = ("flops", "bytes_in", "bytes_out", "param_bytes")
+_ITEMSIZE = {"float32": 4, "float16": 4, "int8": 1}  # float16 models compute in float32
+
+
+def round_up(value: int, tile: int) -> int:
+    return -(-value // tile) * tile if tile > 1 else value
+
+
+def _conv(d, attrs, tile):
+    oh = conv_output_size(d["h"], d["kh"], d["sh"], attrs["padding"])
+    ow = conv_output_size(d["w"], d["kw"], d["sw"], attrs["padding"])
+    cout = round_up(d["cout"], tile)
+    macs = oh * ow * cout * d["kh"] * d["kw"] * d["cin"]
+    params = d["kh"] * d["kw"] * d["cin"] * cout + cout
+    return macs, d["h"] * d["w"] * d["cin"], oh * ow * d["cout"], params
+
+
+def _depthwise(d, attrs, tile):
+    oh = conv_output_size(d["h"], d["kh"], d["sh"], attrs["padding"])
+    ow = conv_output_size(d["w"], d["kw"], d["sw"], attrs["padding"])
+    c = round_up(d["cin"] * d["mult"], tile)
+    macs = oh * ow * c * d["kh"] * d["kw"]
+    return macs, d["h"] * d["w"] * d["cin"], oh * ow * d["cin"] * d["mult"], d["kh"] * d["kw"] * c + c
+
+
+def _dense(d, attrs, tile):
+    cout = round_up(d["cout"], tile)
+    return d["m"] * d["cin"] * cout, d["m"] * d["cin"], d["m"] * d["cout"], d["cin"] * cout + cout
+
+
+def _pool(d, attrs, tile):
+    oh = conv_output_size(d["h"], d["kh"], d["sh"], attrs["padding"])
+    ow = conv_output_size(d["w"], d["kw"], d["sw"], attrs["padding"])
+    c = round_up(d["c"], tile)
+    return oh * ow * c * d["kh"] * d["kw"], d["h"] * d["w"] * d["c"], oh * ow * d["c"], 0
+
+
+def _elementwise_hwc(d, attrs, tile, inputs=1):
+    n = d["h"] * d["w"] * round_up(d["c"], tile)
+    return n, inputs * d["h"] * d["w"] * d["c"], d["h"] * d["w"] * d["c"], 0
+
+
+def _global_pool(d, attrs, tile):
+    n = d["h"] * d["w"] * round_up(d["c"], tile)
+    return n, d["h"] * d["w"] * d["c"], d["c"], 0
+
+
+def _pad(d, attrs, tile):
+    out = (d["h"] + d["ph"]) * (d["w"] + d["pw"]) * d["c"]
+    return out, d["h"] * d["w"] * d["c"], out, 0
+
+
+def _lrn(d, attrs, tile):
+    n = d["h"] * d["w"] * round_up(d["c"], tile)
+    return n * (2 * d["radius"] + 1), d["h"] * d["w"] * d["c"], d["h"] * d["w"] * d["c"], 0
+
+
+def _vector(d, attrs, tile):
+    return round_up(d["n"], tile), d["n"], d["n"], 0
+
+
+def _recurrent(gates):
+    def features(d, attrs, tile):
+        units = round_up(d["units"], tile)
+        macs = d["t"] * gates * units * (d["cin"] + d["units"])
+        params = gates * units * (d["cin"] + d["units"] + 2)
+        return macs, d["t"] * d["cin"], d["t"] * d["units"], params
+
+    return features
+
+
+_FORMULAS = {
+    "conv2d": _conv,
+    "depthwise_conv2d": _depthwise,
+    "dense": _dense,
+    "pool2d": _pool,
+    "global_pool": _global_pool,
+    "add": lambda d, a, t: _elementwise_hwc(d, a, t, inputs=2),
+    "concat": _elementwise_hwc,
+    "pad": _pad,
+    "lrn": _lrn,
+    "activation": _vector,
+    "softmax": _vector,
+    "gru": _recurrent(3),
+    "lstm": _recurrent(4),
+}
+# Kinds whose work is multiply-accumulates (2 FLOPs each); the others count one op per element.
+_MAC_KINDS = {"conv2d", "depthwise_conv2d", "dense", "gru", "lstm"}
+
+
+def compute_features(spec: LayerSpec, tile: int = 1) -> dict[str, float]:
+    """FLOPs, bytes in/out and parameter bytes of `spec`, channels padded to `tile`.
+
+    Example:
+        >>> s = LayerSpec("dense", dict(m=1, cin=256, cout=128))
+        >>> compute_features(s)["flops"]
+        65536.0
+    """
+    ops, n_in, n_out, n_params = _FORMULAS[spec.kind](spec.dims, spec.attrs, tile)
+    itemsize = _ITEMSIZE[spec.dtype]
+    return {
+        "flops": float(2 * ops if spec.kind in _MAC_KINDS else ops),
+        "bytes_in": float(n_in * itemsize),
+        "bytes_out": float(n_out * itemsize),
+        "param_bytes": float(n_params * itemsize),
+    }
+
+
+def split_variables(spec: LayerSpec) -> dict[str, float]:
+    """The variables a tree may split on: raw dims plus log2 of FLOPs and memory."""
+    f = compute_features(spec)
+    return {
+        **{k: float(v) for k, v in spec.dims.items()},
+        "log2_flops": math.log2(f["flops"] + 1.0),
+        "log2_bytes": math.log2(f["bytes_in"] + f["bytes_out"] + f["param_bytes"] + 1.0),
+    }

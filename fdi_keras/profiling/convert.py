@@ -1,0 +1,43 @@
+"""Spec -> TFLite conversion, run in a worker process so it overlaps with timing."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+
+from fdi_keras.specs import LayerSpec
+
+_QUANTIZE = {"float32": None, "float16": "float16", "int8": "int8"}
+
+# A fixed kernel timed in every batch: its drift over the run measures the machine's drift.
+CALIBRATION_SPEC = LayerSpec("conv2d", dict(h=14, w=14, cin=32, cout=32, kh=3, kw=3, sh=1, sw=1))
+
+
+def quiet_tensorflow() -> None:
+    """Silences TensorFlow's C++ logging (set before TensorFlow is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def convert_spec(spec: LayerSpec) -> bytes:
+    """The TFLite flatbuffer of `spec`'s single-kernel model, in the spec's dtype."""
+    import keras
+
+    from fdi_keras.export import to_tflite
+    from fdi_keras.profiling.build import build_kernel_model
+
+    keras.utils.clear_session(free_memory=False)
+    # The converter prints its traced signature to stdout; keep the tools' output readable.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return to_tflite(build_kernel_model(spec), quantize=_QUANTIZE[spec.dtype])
+
+
+def convert_batch(spec_dicts: list[dict]) -> list[tuple[bytes | None, str | None]]:
+    """Converts each spec; a failure is returned as its error message, not raised."""
+    results = []
+    for d in spec_dicts:
+        try:
+            results.append((convert_spec(LayerSpec.from_dict(d)), None))
+        except Exception as e:  # noqa: BLE001 - any converter failure is recorded per config
+            results.append((None, f"{type(e).__name__}: {e}"[:500]))
+    return results

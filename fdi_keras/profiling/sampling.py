@@ -1,0 +1,164 @@
+"""Configuration sampling over realistic mobile ranges, dense where the staircases live.
+
+Ranges (inclusive; integers drawn log-uniformly so small and large layers are both covered):
+
+| kind | ranges |
+|---|---|
+| conv2d | h=w in 3..224 (a fifth are 1-D: h=1, w in 16..512, as Conv1D runs), cin 3..1024, cout 4..1024, k in {1,3,5,7}, stride 1 or 2 |
+| depthwise_conv2d | h=w in 3..224, cin 8..1024, multiplier 1 (sometimes 2), k in {3,5}, stride 1 or 2 |
+| dense | m=1 (sometimes a sequence of 2..128 rows), cin 8..4096, cout 4..4096 |
+| pool2d | h in 4..112, c 8..512, k 2 or 3, stride 1 or 2, max or avg |
+| global_pool | h in 1..32, c 8..2048, avg (sometimes max) |
+| add / concat / pad | h in 1..112, c 8..1024; concat of 2..4 inputs; pad 1..2 per axis |
+| lrn | h in 7..56, c 16..512, radius 2..5 |
+| activation / softmax | 16..2^20 elements (softmax up to 4096) |
+| gru / lstm | timesteps 8..256, input 3..128, units 8..256 |
+
+Work is capped (about 2e8 multiply-accumulates, 16 MB of tensors) to stay within a phone's
+budget for one layer. Half the channel counts are rounded to multiples of 8, as designed
+networks are; the other half are arbitrary, as pruned networks are. About a third of the
+conv/dense/depthwise configurations are sweeps: one base shape at 6-12 consecutive channel
+counts around a multiple of 16, which is where the staircases are.
+
+Sampling is deterministic in (kind, seed) and a prefix property holds: asking for more
+configurations extends the list, so a resumed or enlarged run reuses every measured row.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from fdi_keras.features import compute_features
+from fdi_keras.specs import KINDS, LayerSpec
+
+MAX_MACS = 2e8
+MAX_TENSOR_BYTES = 16e6
+
+
+def _logint(rng, low, high):
+    return int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
+
+
+def _channels(rng, low, high):
+    c = _logint(rng, low, high)
+    return max(low, int(round(c / 8)) * 8) if rng.random() < 0.5 else c
+
+
+def _conv2d(rng):
+    k = int(rng.choice([1, 3, 5, 7], p=[0.4, 0.45, 0.1, 0.05]))
+    s = int(rng.choice([1, 2], p=[0.75, 0.25]))
+    if rng.random() < 0.2:
+        h, w, kh = 1, _logint(rng, 16, 512), 1
+    else:
+        h = w = _logint(rng, max(3, k), 224)
+        kh = k
+    pad = "same" if rng.random() < 0.8 else "valid"
+    dims = dict(h=h, w=w, cin=_channels(rng, 3, 1024), cout=_channels(rng, 4, 1024),
+                kh=kh, kw=k, sh=1 if h == 1 else s, sw=s)
+    return dims, {"padding": pad}, "cout"
+
+
+def _depthwise(rng):
+    k = int(rng.choice([3, 5], p=[0.8, 0.2]))
+    h = _logint(rng, max(3, k), 224)
+    s = int(rng.choice([1, 2], p=[0.7, 0.3]))
+    dims = dict(h=h, w=h, cin=_channels(rng, 8, 1024), mult=1 if rng.random() < 0.9 else 2,
+                kh=k, kw=k, sh=s, sw=s)
+    return dims, {"padding": "same" if rng.random() < 0.7 else "valid"}, "cin"
+
+
+def _dense(rng):
+    m = 1 if rng.random() < 0.85 else _logint(rng, 2, 128)
+    return dict(m=m, cin=_channels(rng, 8, 4096), cout=_channels(rng, 4, 4096)), {}, "cout"
+
+
+def _pool(rng):
+    k = int(rng.choice([2, 3]))
+    s = int(rng.choice([1, 2], p=[0.3, 0.7]))
+    h = _logint(rng, 4, 112)
+    attrs = {"op": "max" if rng.random() < 0.6 else "avg",
+             "padding": "same" if rng.random() < 0.5 else "valid"}
+    return dict(h=h, w=h, c=_channels(rng, 8, 512), kh=k, kw=k, sh=s, sw=s), attrs, None
+
+
+def _global_pool(rng):
+    h = _logint(rng, 1, 32)
+    return dict(h=h, w=h, c=_channels(rng, 8, 2048)), {"op": "avg" if rng.random() < 0.7 else "max"}, None
+
+
+def _hwc(rng):
+    h = _logint(rng, 1, 112)
+    return dict(h=h, w=h, c=_channels(rng, 8, 1024))
+
+
+def _concat(rng):
+    return {**_hwc(rng), "n": int(rng.integers(2, 5))}, {}, None
+
+
+def _pad(rng):
+    return {**_hwc(rng), "ph": int(rng.integers(1, 3)), "pw": int(rng.integers(1, 3))}, {}, None
+
+
+def _lrn(rng):
+    h = _logint(rng, 7, 56)
+    return dict(h=h, w=h, c=_channels(rng, 16, 512), radius=int(rng.integers(2, 6))), {}, None
+
+
+def _activation(rng):
+    fns = KINDS["activation"][1]["fn"]
+    return dict(n=_logint(rng, 16, 2**20)), {"fn": str(rng.choice(fns))}, None
+
+
+def _recurrent(rng):
+    return dict(t=_logint(rng, 8, 256), cin=_logint(rng, 3, 128), units=_channels(rng, 8, 256)), {}, "units"
+
+
+_SAMPLERS = {
+    "conv2d": _conv2d,
+    "depthwise_conv2d": _depthwise,
+    "dense": _dense,
+    "pool2d": _pool,
+    "global_pool": _global_pool,
+    "add": lambda rng: (_hwc(rng), {}, None),
+    "concat": _concat,
+    "pad": _pad,
+    "lrn": _lrn,
+    "activation": _activation,
+    "softmax": lambda rng: (dict(n=_logint(rng, 2, 4096)), {}, None),
+    "gru": _recurrent,
+    "lstm": _recurrent,
+}
+
+
+def _within_budget(spec: LayerSpec) -> bool:
+    f = compute_features(spec)
+    return f["flops"] / 2 <= MAX_MACS and max(f["bytes_in"], f["bytes_out"], f["param_bytes"]) <= MAX_TENSOR_BYTES
+
+
+def _sweep(rng, dims, channel_dim) -> list[dict]:
+    """Consecutive channel counts around a multiple of 16: the steps of the staircase."""
+    center = max(16, int(round(dims[channel_dim] / 16)) * 16)
+    length = int(rng.integers(6, 13))
+    start = max(1, center - int(rng.integers(1, length)))
+    return [{**dims, channel_dim: c} for c in range(start, start + length)]
+
+
+def sample_configs(kind: str, num_configs: int, seed: int = 0, dtype: str = "float32",
+                   threads: int = 1) -> list[LayerSpec]:
+    """The first `num_configs` distinct configurations of `kind` (deterministic in `seed`)."""
+    if kind not in _SAMPLERS:
+        raise ValueError(f"Cannot sample kind {kind!r}. Supported kinds: {sorted(_SAMPLERS)}")
+    rng = np.random.default_rng([seed, zlib.crc32(kind.encode())])
+    specs: dict[str, LayerSpec] = {}
+    while len(specs) < num_configs:
+        dims, attrs, channel_dim = _SAMPLERS[kind](rng)
+        group = [dims]
+        if channel_dim is not None and rng.random() < 0.35:
+            group = _sweep(rng, dims, channel_dim)
+        for d in group:
+            spec = LayerSpec(kind, d, attrs, dtype, threads)
+            if _within_budget(spec) and len(specs) < num_configs:
+                specs.setdefault(spec.key(), spec)
+    return list(specs.values())

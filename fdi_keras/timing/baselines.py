@@ -1,0 +1,30 @@
+"""Baseline time models the TimingTree is compared against (same rows, same objective)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fdi_keras.features import compute_features
+from fdi_keras.specs import LayerSpec
+from fdi_keras.timing.leaf import fit_nonnegative
+
+
+class FlopsLinear:
+    """Per kind, `t = a + b * FLOPs` with a, b >= 0: what FLOP-driven compressors assume."""
+
+    def __init__(self):
+        self.weights_: dict[str, np.ndarray] = {}
+
+    @staticmethod
+    def _x(specs):
+        return np.array([[1.0, compute_features(s)["flops"]] for s in specs])
+
+    def fit(self, specs: list[LayerSpec], times_us) -> "FlopsLinear":
+        times_us = np.asarray(times_us, dtype=float)
+        for kind in {s.kind for s in specs}:
+            idx = [i for i, s in enumerate(specs) if s.kind == kind]
+            self.weights_[kind] = fit_nonnegative(self._x([specs[i] for i in idx]), times_us[idx])
+        return self
+
+    def predict(self, specs: list[LayerSpec]) -> np.ndarray:
+        return np.array([float(self._x([s])[0] @ self.weights_[s.kind]) for s in specs])

@@ -1,0 +1,161 @@
+"""Greedy growth and reduced-error pruning of one kind's tree (FastDeepIoT's tree regression).
+
+A node splits its rows with a *range* condition (`var <= t`) or an *integer-multiple*
+condition (`var % k == 0`); the split chosen is the one whose two non-negative linear leaves
+have the smallest relative squared error. The tree is stored as flat parallel lists, like
+scikit-learn's, which is also its JSON form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from fdi_keras.timing.leaf import fit_nonnegative, relative_sse
+
+MULTIPLES = (2, 4, 8, 16, 32, 64)
+LOG_VARIABLES = ("log2_flops", "log2_bytes")
+
+
+@dataclasses.dataclass
+class FlatTree:
+    """Parallel lists; node i is a leaf when left[i] == -1. `weights[i]` is node i's model."""
+
+    variable: list = dataclasses.field(default_factory=list)
+    condition: list = dataclasses.field(default_factory=list)  # "le" or "mod"
+    value: list = dataclasses.field(default_factory=list)
+    left: list = dataclasses.field(default_factory=list)
+    right: list = dataclasses.field(default_factory=list)
+    weights: list = dataclasses.field(default_factory=list)
+    samples: list = dataclasses.field(default_factory=list)
+
+    def add_leaf(self, weights, samples) -> int:
+        for lst, v in ((self.variable, None), (self.condition, None), (self.value, None),
+                       (self.left, -1), (self.right, -1)):
+            lst.append(v)
+        self.weights.append([float(w) for w in weights])
+        self.samples.append(int(samples))
+        return len(self.left) - 1
+
+    def goes_left(self, node: int, variables: dict) -> bool:
+        v = variables[self.variable[node]]
+        if self.condition[node] == "le":
+            return v <= self.value[node]
+        return int(v) % int(self.value[node]) == 0
+
+    def leaf_of(self, variables: dict) -> int:
+        node = 0
+        while self.left[node] != -1:
+            node = self.left[node] if self.goes_left(node, variables) else self.right[node]
+        return node
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _mask(values, condition, value):
+    return values <= value if condition == "le" else (values.astype(np.int64) % value) == 0
+
+
+def _candidates(names, columns, min_leaf):
+    for name, values in zip(names, columns):
+        uniq = np.unique(values)
+        if len(uniq) > 1:
+            qs = np.unique(np.quantile(values, np.linspace(0.05, 0.95, 19), method="lower"))
+            for t in qs:
+                yield name, values, "le", float(t)
+        if name not in LOG_VARIABLES:
+            for k in MULTIPLES:
+                if uniq.max() >= k:
+                    yield name, values, "mod", k
+
+
+def _best_split(x, y, names, columns, min_leaf):
+    best = None
+    for name, values, condition, value in _candidates(names, columns, min_leaf):
+        m = _mask(values, condition, value)
+        n_left = int(m.sum())
+        if n_left < min_leaf or len(y) - n_left < min_leaf:
+            continue
+        wl, wr = fit_nonnegative(x[m], y[m]), fit_nonnegative(x[~m], y[~m])
+        sse = relative_sse(x[m], y[m], wl) + relative_sse(x[~m], y[~m], wr)
+        if best is None or sse < best[0]:
+            best = (sse, name, condition, value, m)
+    return best
+
+
+def grow(x, y, names, columns, max_depth, min_samples_leaf, min_gain) -> FlatTree:
+    """Grows a tree top-down; a node splits only if the split cuts its error by `min_gain`."""
+    tree = FlatTree()
+
+    def build(idx, depth):
+        w = fit_nonnegative(x[idx], y[idx])
+        node = tree.add_leaf(w, len(idx))
+        sse = relative_sse(x[idx], y[idx], w)
+        if depth >= max_depth or len(idx) < 2 * min_samples_leaf or sse <= 1e-12:
+            return node
+        best = _best_split(x[idx], y[idx], names, [c[idx] for c in columns], min_samples_leaf)
+        if best is None or best[0] > sse * (1 - min_gain):
+            return node
+        _, name, condition, value, m = best
+        tree.variable[node], tree.condition[node], tree.value[node] = name, condition, value
+        tree.left[node] = build(idx[m], depth + 1)
+        tree.right[node] = build(idx[~m], depth + 1)
+        return node
+
+    build(np.arange(len(y)), 0)
+    return tree
+
+
+def prune(tree: FlatTree, x, y, variables: list[dict]) -> None:
+    """Reduced-error pruning: a subtree becomes a leaf if that is no worse on validation rows."""
+    routes = [[] for _ in tree.left]
+    for i, v in enumerate(variables):
+        node = 0
+        routes[0].append(i)
+        while tree.left[node] != -1:
+            node = tree.left[node] if tree.goes_left(node, v) else tree.right[node]
+            routes[node].append(i)
+
+    def subtree_error(node):
+        if tree.left[node] == -1:
+            idx = routes[node]
+            return relative_sse(x[idx], y[idx], np.array(tree.weights[node])) if idx else 0.0
+        error = subtree_error(tree.left[node]) + subtree_error(tree.right[node])
+        idx = routes[node]
+        as_leaf = relative_sse(x[idx], y[idx], np.array(tree.weights[node])) if idx else 0.0
+        if as_leaf <= error:
+            tree.left[node] = tree.right[node] = -1
+            tree.variable[node] = tree.condition[node] = tree.value[node] = None
+            return as_leaf
+        return error
+
+    subtree_error(0)
+
+
+def compact(tree: FlatTree) -> FlatTree:
+    """Drops nodes that pruning made unreachable, renumbering the rest."""
+    out = FlatTree()
+
+    def copy(node):
+        new = out.add_leaf(tree.weights[node], tree.samples[node])
+        if tree.left[node] != -1:
+            out.variable[new] = tree.variable[node]
+            out.condition[new] = tree.condition[node]
+            out.value[new] = tree.value[node]
+            out.left[new] = copy(tree.left[node])
+            out.right[new] = copy(tree.right[node])
+        return new
+
+    copy(0)
+    return out
+
+
+def refit_leaves(tree: FlatTree, x, y, variables: list[dict]) -> None:
+    """Refits each leaf's model on all rows that reach it (training and validation)."""
+    leaves = np.array([tree.leaf_of(v) for v in variables])
+    for leaf in np.unique(leaves):
+        idx = np.flatnonzero(leaves == leaf)
+        tree.weights[leaf] = [float(w) for w in fit_nonnegative(x[idx], y[idx])]
+        tree.samples[leaf] = len(idx)

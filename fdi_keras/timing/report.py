@@ -1,0 +1,44 @@
+"""The human-readable report of a profile and its tree (written next to timing_tree.json)."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from fdi_keras.timing.evaluate import accuracy, format_accuracy
+from fdi_keras.timing.tree import TimingTree, rows_to_dataset
+
+
+def holdout_accuracy(rows: list[dict], tree_factory=TimingTree, fraction=0.2, seed=1) -> dict:
+    """Per kind, accuracy of a tree fitted without a random `fraction` of the rows, on them."""
+    data = rows_to_dataset(rows)
+    rng = np.random.default_rng(seed)
+    specs_tr, y_tr, held = [], [], {}
+    for kind, (specs, y) in data.items():
+        order = rng.permutation(len(y))
+        cut = int(len(y) * fraction) if len(y) >= 20 else 0
+        held[kind] = ([specs[i] for i in order[:cut]], y[order[:cut]])
+        specs_tr += [specs[i] for i in order[cut:]]
+        y_tr += list(y[order[cut:]])
+    tree = tree_factory().fit(specs_tr, y_tr)
+    return {kind: accuracy(y, tree.predict(s)) for kind, (s, y) in held.items() if len(y)}
+
+
+def profile_report(rows: list[dict], tree: TimingTree, seconds: float | None = None) -> str:
+    """Rows and failures per kind, held-out accuracy per kind, and the tree's rules."""
+    counts = collections.Counter((r["spec"]["kind"], r["status"]) for r in rows)
+    kinds = sorted({k for k, _ in counts})
+    meta = tree.metadata_
+    lines = ["# fdi_keras device profile", "",
+             f"device: {meta.get('device')}", f"threads: {meta.get('threads')}  dtype: "
+             f"{meta.get('dtype')}  rows: {len(rows)}"
+             + (f"  profiling time: {seconds / 60:.1f} min" if seconds is not None else ""), ""]
+    for kind in kinds:
+        lines.append(f"{kind:<18} {counts[kind, 'ok']:>5} timed, {counts[kind, 'error']:>3} failed")
+    failures = [r for r in rows if r["status"] == "error"][:5]
+    lines += [f"  failed: {r['spec']['kind']} {r['spec']['dims']}: {r['error'][:160]}" for r in failures]
+    lines += ["", "Held-out accuracy (tree refitted without 20% of the rows, scored on them):"]
+    lines += [format_accuracy(k, s) for k, s in holdout_accuracy(rows).items()]
+    lines += ["", f"Per-invoke overhead: {tree.overhead_us_:.2f} us", "", "Rules:", tree.explain()]
+    return "\n".join(lines) + "\n"

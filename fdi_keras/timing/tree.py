@@ -1,0 +1,264 @@
+"""TimingTree: one interpretable execution-time tree per kernel kind (FastDeepIoT, extended).
+
+Beyond the paper: each kind learns the tile size of its staircase (channel dims rounded up
+to a multiple before computing FLOPs and parameter bytes), chosen on a validation split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterable
+
+import numpy as np
+
+from fdi_keras.errors import MissingKindError, TreeFormatError
+from fdi_keras.atomic import atomic_write_bytes
+from fdi_keras.features import FEATURES, compute_features, split_variables
+from fdi_keras.specs import LayerSpec
+from fdi_keras.timing import growth
+from fdi_keras.timing.leaf import design_matrix, relative_sse
+
+FORMAT = "fdi_keras.timing_tree"
+FORMAT_VERSION = 1
+TILES = (1, 4, 8, 16, 32)
+
+
+def rows_to_dataset(rows: Iterable[dict], drift_correction: bool = True):
+    """Profile rows -> {kind: (specs, times_us)}, dividing out drift of the calibration kernel."""
+    rows = [r for r in rows if r.get("status") == "ok"]
+    calibration = np.array([r.get("calibration_us") or np.nan for r in rows], dtype=float)
+    reference = np.nanmedian(calibration) if np.isfinite(calibration).any() else np.nan
+    data: dict[str, tuple[list, list]] = {}
+    for row, c in zip(rows, calibration):
+        factor = reference / c if drift_correction and np.isfinite(c) and c > 0 else 1.0
+        specs, times = data.setdefault(row["spec"]["kind"], ([], []))
+        specs.append(LayerSpec.from_dict(row["spec"]))
+        times.append(row["time_us"] * factor)
+    return {k: (s, np.array(t)) for k, (s, t) in data.items()}
+
+
+def _matrices(specs, tile):
+    return design_matrix([compute_features(s, tile) for s in specs])
+
+
+class TimingTree:
+    """Per-kind trees of range / integer-multiple splits with non-negative linear leaves.
+
+    Args:
+        max_depth: depth limit of each kind's tree.
+        min_samples_leaf: fewest training rows in a leaf.
+        min_gain: a split must cut its node's relative squared error by this fraction.
+        validation_fraction: share of rows held out to choose the tile and prune.
+        tiles: candidate tile sizes of the channel dimension.
+        seed: seed of the train/validation split.
+
+    Example:
+        >>> tree = TimingTree().fit(specs, times_us)          # or .fit_rows(profile rows)
+        >>> tree.predict([LayerSpec("dense", dict(m=1, cin=256, cout=130))])
+        >>> print(tree.explain("dense"))
+    """
+
+    def __init__(self, max_depth=7, min_samples_leaf=8, min_gain=0.01, validation_fraction=0.2,
+                 tiles=TILES, seed=0):
+        if max_depth < 0 or min_samples_leaf < 1:
+            raise ValueError("max_depth must be >= 0 and min_samples_leaf >= 1. "
+                             f"Received: max_depth={max_depth}, min_samples_leaf={min_samples_leaf}")
+        if not 0 <= validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1). Received: {validation_fraction}")
+        self.max_depth = max_depth
+        self.min_samples_leaf = min_samples_leaf
+        self.min_gain = min_gain
+        self.validation_fraction = validation_fraction
+        self.tiles = tuple(tiles)
+        self.seed = seed
+        self.kinds_: dict[str, dict] = {}
+        self.metadata_: dict = {}
+        self.overhead_us_ = 0.0
+
+    # ---- fitting -------------------------------------------------------------------------
+    def fit_rows(self, rows: list[dict], drift_correction: bool = True) -> "TimingTree":
+        """Fits on profile rows (`profile.jsonl`), taking device/runtime metadata from them."""
+        ok = [r for r in rows if r.get("status") == "ok"]
+        if not ok:
+            raise ValueError("No successfully timed rows to fit on. Received: "
+                             f"{len(rows)} rows, all failed or empty.")
+        first = ok[0]
+        metadata = {"device": first.get("device", {}), "threads": first.get("threads"),
+                    "dtype": first.get("dtype"), "rows": len(ok)}
+        data = rows_to_dataset(ok, drift_correction)
+        return self._fit_dataset(data, metadata)
+
+    def fit(self, specs: list[LayerSpec], times_us, metadata: dict | None = None) -> "TimingTree":
+        """Fits on specs and their measured times in microseconds."""
+        times_us = np.asarray(times_us, dtype=float)
+        if len(specs) != len(times_us) or not len(specs):
+            raise ValueError(f"specs and times_us must be non-empty and of equal length. "
+                             f"Received: {len(specs)} specs, {len(times_us)} times")
+        if (times_us <= 0).any():
+            raise ValueError("Times must be positive microseconds. "
+                             f"Received: min(times_us)={times_us.min()}")
+        data: dict[str, tuple[list, list]] = {}
+        for s, t in zip(specs, times_us):
+            data.setdefault(s.kind, ([], []))[0].append(s)
+            data[s.kind][1].append(t)
+        data = {k: (s, np.array(t)) for k, (s, t) in data.items()}
+        return self._fit_dataset(data, metadata or {})
+
+    def _fit_dataset(self, data, metadata) -> "TimingTree":
+        self.kinds_ = {kind: self._fit_kind(specs, y) for kind, (specs, y) in sorted(data.items())}
+        # Every profiled time includes one invoke; the cheapest kernel bounds that overhead.
+        self.overhead_us_ = float(min(y.min() for _, y in data.values()) * 0.5)
+        self.metadata_ = {**metadata, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        return self
+
+    def _fit_kind(self, specs, y) -> dict:
+        variables = [split_variables(s) for s in specs]
+        names = sorted(variables[0])
+        columns = [np.array([v[n] for v in variables]) for n in names]
+        rng = np.random.default_rng(self.seed)
+        n_val = int(len(y) * self.validation_fraction) if len(y) >= 4 * self.min_samples_leaf else 0
+        order = rng.permutation(len(y))
+        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        best = None
+        for tile in self.tiles:
+            x = _matrices(specs, tile)
+            flat = growth.grow(x[train], y[train], names, [c[train] for c in columns],
+                               self.max_depth, self.min_samples_leaf, self.min_gain)
+            if n_val:
+                val_vars = [variables[i] for i in val]
+                growth.prune(flat, x[val], y[val], val_vars)
+                flat = growth.compact(flat)
+                pred = np.array([x[i] @ flat.weights[flat.leaf_of(variables[i])] for i in val])
+                score = float(np.mean(np.abs(pred - y[val]) / y[val]))
+            else:
+                score = relative_sse(x, y, np.array(flat.weights[0]))
+            if best is None or score < best[0]:
+                best = (score, tile, flat, x)
+        score, tile, flat, x = best
+        growth.refit_leaves(flat, x, y, variables)
+        return {"tile": tile, "tree": flat, "rows": len(y),
+                "validation_mape": score if n_val else None}
+
+    # ---- prediction ----------------------------------------------------------------------
+    def _check_fitted(self):
+        if not self.kinds_:
+            raise ValueError("This TimingTree is not fitted yet. Call fit(), fit_rows() or "
+                             "TimingTree.load(path) first.")
+
+    def kind_model(self, kind: str) -> dict:
+        self._check_fitted()
+        if kind not in self.kinds_:
+            raise MissingKindError(
+                f"The timing tree has no model for kernel kind {kind!r}; it has "
+                f"{sorted(self.kinds_)}. Profile it: tools/profile_device.py --kinds={kind},... "
+                "with the same --out_dir, then refit.")
+        return self.kinds_[kind]
+
+    def leaf(self, spec: LayerSpec) -> tuple[int, np.ndarray, int]:
+        """(leaf id, leaf weights over [1, *FEATURES], tile) of the leaf `spec` falls in."""
+        model = self.kind_model(spec.kind)
+        flat = model["tree"]
+        node = flat.leaf_of(split_variables(spec))
+        return node, np.array(flat.weights[node]), model["tile"]
+
+    def predict_one(self, spec: LayerSpec) -> float:
+        """Predicted time of one kernel, microseconds (as a single-kernel model's invoke)."""
+        _, w, tile = self.leaf(spec)
+        return float(design_matrix([compute_features(spec, tile)])[0] @ w)
+
+    def predict(self, specs: list[LayerSpec]) -> np.ndarray:
+        return np.array([self.predict_one(s) for s in specs])
+
+    # ---- explanation ---------------------------------------------------------------------
+    def explain(self, kind: str | None = None) -> str:
+        """The rules as text, e.g. `if cout % 16 == 0: t = 2.1 + 1.9e-05*flops ... us`."""
+        self._check_fitted()
+        return "\n\n".join(self._explain_kind(k) for k in ([kind] if kind else self.kinds_))
+
+    def _explain_kind(self, kind) -> str:
+        model = self.kind_model(kind)
+        flat, tile = model["tree"], model["tile"]
+        head = f"{kind}: {model['rows']} rows"
+        if tile > 1:
+            head += f"; staircase tile {tile} (FLOPs and params use channels rounded up to {tile})"
+        if model.get("validation_mape") is not None:
+            head += f"; validation MAPE {100 * model['validation_mape']:.1f}%"
+        lines = [head]
+
+        def formula(node):
+            terms = [f"{flat.weights[node][0]:.3g}"] + [
+                f"{w:.3g}*{name}" for w, name in zip(flat.weights[node][1:], FEATURES) if w > 0]
+            return f"t = {' + '.join(terms)} us  [{flat.samples[node]} rows]"
+
+        def walk(node, indent):
+            pad = "  " * indent
+            if flat.left[node] == -1:
+                lines.append(pad + formula(node))
+                return
+            var, cond, value = flat.variable[node], flat.condition[node], flat.value[node]
+            yes = f"{var} <= {value:g}" if cond == "le" else f"{var} % {int(value)} == 0"
+            no = f"{var} > {value:g}" if cond == "le" else f"{var} % {int(value)} != 0"
+            lines.append(f"{pad}if {yes}:")
+            walk(flat.left[node], indent + 1)
+            lines.append(f"{pad}if {no}:")
+            walk(flat.right[node], indent + 1)
+
+        walk(0, 1)
+        return "\n".join(lines)
+
+    # ---- serialization -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        self._check_fitted()
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "metadata": self.metadata_,
+            "overhead_us": self.overhead_us_,
+            "features": ["intercept", *FEATURES],
+            "hyperparameters": {"max_depth": self.max_depth, "min_samples_leaf": self.min_samples_leaf,
+                                "min_gain": self.min_gain, "validation_fraction": self.validation_fraction,
+                                "tiles": list(self.tiles), "seed": self.seed},
+            "kinds": {k: {**m, "tree": m["tree"].to_dict()} for k, m in self.kinds_.items()},
+        }
+
+    def save(self, path: str) -> None:
+        """Writes the tree as JSON, atomically."""
+        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=1).encode())
+
+    @classmethod
+    def load(cls, path: str) -> "TimingTree":
+        """Reads a tree saved by `save`; a corrupt or foreign file raises `TreeFormatError`."""
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise TreeFormatError(f"{path} is not valid JSON ({e}); the file is corrupt.") from e
+        return cls.from_dict(data, source=path)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "TimingTree":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise TreeFormatError(f"{source} is not an fdi_keras timing tree (no "
+                                  f"'format': {FORMAT!r} field).")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise TreeFormatError(
+                f"{source} has format_version {data.get('format_version')!r}; this fdi_keras "
+                f"reads version {FORMAT_VERSION}. Refit it from its profile.jsonl with "
+                "tools/fit_tree.py (or re-profile the device).")
+        try:
+            tree = cls(**data["hyperparameters"])
+            tree.metadata_ = data["metadata"]
+            tree.overhead_us_ = float(data["overhead_us"])
+            fields = [f.name for f in growth.dataclasses.fields(growth.FlatTree)]
+            tree.kinds_ = {}
+            for kind, m in data["kinds"].items():
+                flat = growth.FlatTree(**{f: m["tree"][f] for f in fields})
+                if not flat.left or any(len(w) != len(FEATURES) + 1 for w in flat.weights):
+                    raise TreeFormatError(f"{source}: the {kind!r} tree has no nodes or leaf "
+                                          f"weights of the wrong length.")
+                tree.kinds_[kind] = {**m, "tree": flat}
+        except KeyError as e:
+            raise TreeFormatError(f"{source} lacks the field {e.args[0]!r}; the file is "
+                                  "incomplete or corrupt.") from e
+        return tree
