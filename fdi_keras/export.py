@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
@@ -39,8 +39,12 @@ def _representative(model: keras.Model, data: Iterable | None) -> Callable:
     return lambda: ([rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(8))
 
 
-def to_tflite(model: keras.Model, path: str | None = None, quantize: str | None = None,
-              representative_data: Iterable | None = None) -> bytes:
+def to_tflite(
+    model: keras.Model,
+    path: str | None = None,
+    quantize: str | None = None,
+    representative_data: Iterable | None = None,
+) -> bytes:
     """Converts a Keras model to a batch-1 TFLite flatbuffer; writes it to `path` if given.
 
     Args:
@@ -55,7 +59,9 @@ def to_tflite(model: keras.Model, path: str | None = None, quantize: str | None 
         The TFLite flatbuffer.
     """
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}. Received: quantize={quantize!r}")
+        raise ValueError(
+            f"quantize must be one of {QUANTIZE_MODES}. Received: quantize={quantize!r}"
+        )
     model = with_batch_one(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize == "float16":
@@ -78,8 +84,9 @@ def _load(model: bytes | str) -> bytes:
         return f.read()
 
 
-def measure_latency(tflite: bytes | str | list, backend: str = "local", threads: int = 1,
-                    **protocol) -> Timing | list[Timing]:
+def measure_latency(
+    tflite: bytes | str | list, backend: str = "local", threads: int = 1, **protocol
+) -> Timing | list[Timing]:
     """Measures TFLite model(s) with the profiler's protocol; `.median_ms` and `.spread`.
 
     Args:

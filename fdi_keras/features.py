@@ -32,7 +32,12 @@ def _depthwise(d, attrs, tile):
     ow = conv_output_size(d["w"], d["kw"], d["sw"], attrs["padding"])
     c = round_up(d["cin"] * d["mult"], tile)
     macs = oh * ow * c * d["kh"] * d["kw"]
-    return macs, d["h"] * d["w"] * d["cin"], oh * ow * d["cin"] * d["mult"], d["kh"] * d["kw"] * c + c
+    return (
+        macs,
+        d["h"] * d["w"] * d["cin"],
+        oh * ow * d["cin"] * d["mult"],
+        d["kh"] * d["kw"] * c + c,
+    )
 
 
 def _dense(d, attrs, tile):

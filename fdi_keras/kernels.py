@@ -17,15 +17,46 @@ from fdi_keras.layers import LocalResponseNormalization
 from fdi_keras.specs import LayerSpec
 
 L = keras.layers
-FREE = (L.InputLayer, L.Dropout, L.Reshape, L.Flatten, L.SpatialDropout1D, L.SpatialDropout2D,
-        L.GaussianNoise, L.Permute, L.Identity, L.ActivityRegularization)
+FREE = (
+    L.InputLayer,
+    L.Dropout,
+    L.Reshape,
+    L.Flatten,
+    L.SpatialDropout1D,
+    L.SpatialDropout2D,
+    L.GaussianNoise,
+    L.Permute,
+    L.Identity,
+    L.ActivityRegularization,
+)
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "linear")
 TENSOR_LAYERS = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Dense)
-SUPPORTED = TENSOR_LAYERS + FREE + (
-    L.BatchNormalization, L.ReLU, L.Activation, L.Softmax, L.ZeroPadding2D, L.MaxPooling1D,
-    L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D, L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.Add, L.Multiply,
-    L.Subtract, L.Concatenate, L.GRU, L.LSTM, LocalResponseNormalization)
+SUPPORTED = (
+    TENSOR_LAYERS
+    + FREE
+    + (
+        L.BatchNormalization,
+        L.ReLU,
+        L.Activation,
+        L.Softmax,
+        L.ZeroPadding2D,
+        L.MaxPooling1D,
+        L.MaxPooling2D,
+        L.AveragePooling1D,
+        L.AveragePooling2D,
+        L.GlobalAveragePooling1D,
+        L.GlobalAveragePooling2D,
+        L.GlobalMaxPooling1D,
+        L.GlobalMaxPooling2D,
+        L.Add,
+        L.Multiply,
+        L.Subtract,
+        L.Concatenate,
+        L.GRU,
+        L.LSTM,
+        LocalResponseNormalization,
+    )
+)
 
 
 @dataclasses.dataclass
@@ -63,7 +94,11 @@ def _activation_name(layer):
     if isinstance(layer, L.ReLU):
         cfg = layer.get_config()
         if cfg.get("negative_slope", 0) == 0 and cfg.get("threshold", 0) == 0:
-            return "relu6" if cfg.get("max_value") == 6 else ("relu" if cfg.get("max_value") is None else None)
+            return (
+                "relu6"
+                if cfg.get("max_value") == 6
+                else ("relu" if cfg.get("max_value") is None else None)
+            )
         return None
     if isinstance(layer, L.Activation) or hasattr(layer, "activation"):
         name = keras.activations.serialize(layer.activation)
@@ -86,16 +121,22 @@ def _conv_specs(layer, in_shape, padding_override=None):
     sh, sw = (1, st[0]) if len(st) == 1 else st
     padding = padding_override or cfg["padding"]
     if padding not in ("same", "valid"):
-        raise UnsupportedLayerError(f"Layer {layer.name!r} ({type(layer).__name__}) uses "
-                                    f"padding={padding!r}; supported: 'same', 'valid'.")
+        raise UnsupportedLayerError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) uses "
+            f"padding={padding!r}; supported: 'same', 'valid'."
+        )
     conv = dict(h=h, w=w, cin=cin, kh=kh, kw=kw, sh=sh, sw=sw)
     if isinstance(layer, (L.DepthwiseConv2D, L.SeparableConv2D)):
         mult = cfg["depth_multiplier"]
         specs = [LayerSpec("depthwise_conv2d", {**conv, "mult": mult}, {"padding": padding})]
         if isinstance(layer, L.SeparableConv2D):
             oh, ow, _ = _hw(_shape(layer.output))
-            specs.append(LayerSpec("conv2d", dict(h=oh, w=ow, cin=cin * mult, cout=cfg["filters"],
-                                                  kh=1, kw=1, sh=1, sw=1)))
+            specs.append(
+                LayerSpec(
+                    "conv2d",
+                    dict(h=oh, w=ow, cin=cin * mult, cout=cfg["filters"], kh=1, kw=1, sh=1, sw=1),
+                )
+            )
         return specs
     return [LayerSpec("conv2d", {**conv, "cout": cfg["filters"]}, {"padding": padding})]
 
@@ -116,13 +157,20 @@ def _pool_spec(layer, in_shape):
     kh, kw = (1, ps[0]) if len(ps) == 1 else ps
     sh, sw = (1, st[0]) if len(st) == 1 else st
     op = "max" if isinstance(layer, (L.MaxPooling1D, L.MaxPooling2D)) else "avg"
-    return LayerSpec("pool2d", dict(h=h, w=w, c=c, kh=kh, kw=kw, sh=sh, sw=sw),
-                     {"op": op, "padding": cfg["padding"]})
+    return LayerSpec(
+        "pool2d",
+        dict(h=h, w=w, c=c, kh=kh, kw=kw, sh=sh, sw=sw),
+        {"op": op, "padding": cfg["padding"]},
+    )
 
 
 def _elementwise_specs(layer):
     inputs = layer.input
-    h, w, c = _hw(_shape(layer.output)) if len(_shape(layer.output)) >= 2 else (1, 1, _shape(layer.output)[0])
+    h, w, c = (
+        _hw(_shape(layer.output))
+        if len(_shape(layer.output)) >= 2
+        else (1, 1, _shape(layer.output)[0])
+    )
     return [LayerSpec("add", dict(h=h, w=w, c=c)) for _ in range(len(inputs) - 1)]
 
 
@@ -135,28 +183,34 @@ def _activation_spec(layer, name, in_shape):
     if name == "linear":
         return []
     if name == "swish":
-        return [LayerSpec("activation", dict(n=n), {"fn": "sigmoid"}),
-                LayerSpec("add", dict(h=1, w=1, c=n))]  # x * sigmoid(x): LOGISTIC then MUL
+        return [
+            LayerSpec("activation", dict(n=n), {"fn": "sigmoid"}),
+            LayerSpec("add", dict(h=1, w=1, c=n)),
+        ]  # x * sigmoid(x): LOGISTIC then MUL
     fn = {"hard_silu": "hard_swish", "hard_swish": "hard_swish"}.get(name, name)
     try:
         return [LayerSpec("activation", dict(n=n), {"fn": fn})]
     except ValueError as e:
-        raise UnsupportedLayerError(f"Layer {layer.name!r} uses activation {name!r}, which has "
-                                    f"no kernel model. {e}") from e
+        raise UnsupportedLayerError(
+            f"Layer {layer.name!r} uses activation {name!r}, which has no kernel model. {e}"
+        ) from e
 
 
 def _unsupported(layer):
     names = sorted({c.__name__ for c in SUPPORTED})
     return UnsupportedLayerError(
         f"Layer {layer.name!r} of class {type(layer).__name__} has no runtime-kernel mapping. "
-        f"Supported layer classes: {', '.join(names)}.")
+        f"Supported layer classes: {', '.join(names)}."
+    )
 
 
 def model_kernels(model: keras.Model) -> list[Kernel]:
     """The kernels TFLite runs for `model` (batch 1), in graph order, fusions applied."""
     if not isinstance(model, keras.Model) or not hasattr(model, "inputs") or model.inputs is None:
-        raise TypeError("model_kernels needs a built functional or Sequential keras.Model. "
-                        f"Received: {type(model).__name__}")
+        raise TypeError(
+            "model_kernels needs a built functional or Sequential keras.Model. "
+            f"Received: {type(model).__name__}"
+        )
     consumers = _graph(model)
     outputs = {id(t) for t in model.outputs}
     absorbed: set[int] = set()
@@ -179,8 +233,12 @@ def _fuse_tail(layer, consumers, outputs, absorbed):
         absorbed.add(id(nxt))
         names.append(nxt.name)
         current, nxt = nxt, _sole_consumer(nxt, consumers, outputs)
-    if act == "linear" and nxt is not None and _activation_name(nxt) in ("relu", "relu6") \
-            and isinstance(nxt, (L.ReLU, L.Activation)):
+    if (
+        act == "linear"
+        and nxt is not None
+        and _activation_name(nxt) in ("relu", "relu6")
+        and isinstance(nxt, (L.ReLU, L.Activation))
+    ):
         absorbed.add(id(nxt))
         names.append(nxt.name)
     return names, act
@@ -190,7 +248,10 @@ def _layer_kernels(layer, consumers, outputs, absorbed) -> list[Kernel]:
     in_shape = _shape(layer.input) if not isinstance(layer.input, (list, tuple)) else None
     if isinstance(layer, L.ZeroPadding2D):
         nxt = _sole_consumer(layer, consumers, outputs)
-        if isinstance(nxt, (L.Conv2D, L.DepthwiseConv2D)) and nxt.get_config()["padding"] == "valid":
+        if (
+            isinstance(nxt, (L.Conv2D, L.DepthwiseConv2D))
+            and nxt.get_config()["padding"] == "valid"
+        ):
             return []  # folded into the convolution, which sees the padded input
         h, w, c = in_shape
         oh, ow, _ = _shape(layer.output)
@@ -199,7 +260,9 @@ def _layer_kernels(layer, consumers, outputs, absorbed) -> list[Kernel]:
         names, act = _fuse_tail(layer, consumers, outputs, absorbed)
         kernels = [Kernel(s, names) for s in _tensor_specs(layer, in_shape)]
         if act not in FUSABLE_ACTIVATIONS:
-            kernels += [Kernel(s, [layer.name]) for s in _activation_spec(layer, act, _shape(layer.output))]
+            kernels += [
+                Kernel(s, [layer.name]) for s in _activation_spec(layer, act, _shape(layer.output))
+            ]
         return kernels
     if isinstance(layer, L.BatchNormalization):  # not after a tensor layer: MUL + ADD
         h, w, c = _hw(in_shape) if len(in_shape) >= 2 else (1, 1, in_shape[0])
@@ -213,8 +276,15 @@ def _layer_kernels(layer, consumers, outputs, absorbed) -> list[Kernel]:
         return [Kernel(s, [layer.name]) for s in _activation_spec(layer, "softmax", in_shape)]
     if isinstance(layer, (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D)):
         return [Kernel(_pool_spec(layer, in_shape), [layer.name])]
-    if isinstance(layer, (L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
-                          L.GlobalMaxPooling1D, L.GlobalMaxPooling2D)):
+    if isinstance(
+        layer,
+        (
+            L.GlobalAveragePooling1D,
+            L.GlobalAveragePooling2D,
+            L.GlobalMaxPooling1D,
+            L.GlobalMaxPooling2D,
+        ),
+    ):
         h, w, c = _hw(in_shape)
         op = "max" if isinstance(layer, (L.GlobalMaxPooling1D, L.GlobalMaxPooling2D)) else "avg"
         return [Kernel(LayerSpec("global_pool", dict(h=h, w=w, c=c), {"op": op}), [layer.name])]
@@ -226,7 +296,9 @@ def _layer_kernels(layer, consumers, outputs, absorbed) -> list[Kernel]:
         return [Kernel(LayerSpec("concat", dict(h=h, w=w, c=c, n=n)), [layer.name])]
     if isinstance(layer, LocalResponseNormalization):
         h, w, c = in_shape
-        return [Kernel(LayerSpec("lrn", dict(h=h, w=w, c=c, radius=layer.depth_radius)), [layer.name])]
+        return [
+            Kernel(LayerSpec("lrn", dict(h=h, w=w, c=c, radius=layer.depth_radius)), [layer.name])
+        ]
     if isinstance(layer, (L.GRU, L.LSTM)):
         t, cin = in_shape
         kind = "gru" if isinstance(layer, L.GRU) else "lstm"

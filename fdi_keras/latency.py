@@ -44,8 +44,11 @@ class LatencyReport:
         return out
 
     def to_dict(self) -> dict:
-        return {"total_ms": self.total_ms, "overhead_us": self.overhead_us,
-                "rows": [dataclasses.asdict(r) for r in self.rows]}
+        return {
+            "total_ms": self.total_ms,
+            "overhead_us": self.overhead_us,
+            "rows": [dataclasses.asdict(r) for r in self.rows],
+        }
 
     def __str__(self) -> str:
         lines = [f"{'layers':<44} {'kind':<17} {'leaf':>4} {'time_us':>9} {'share':>6}"]
@@ -53,8 +56,10 @@ class LatencyReport:
         for r in self.rows:
             name = "+".join(r.layers)
             name = name if len(name) <= 44 else name[:41] + "..."
-            lines.append(f"{name:<44} {r.kind:<17} {r.leaf:>4} {r.time_us:>9.1f} "
-                         f"{100 * r.time_us / total:>5.1f}%")
+            lines.append(
+                f"{name:<44} {r.kind:<17} {r.leaf:>4} {r.time_us:>9.1f} "
+                f"{100 * r.time_us / total:>5.1f}%"
+            )
         lines.append(f"{'invoke overhead':<44} {'':<17} {'':>4} {self.overhead_us:>9.1f}")
         lines.append(f"{'total':<44} {'':<17} {'':>4} {total:>9.1f}  = {self.total_ms:.3f} ms")
         return "\n".join(lines)

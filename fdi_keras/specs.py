@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 # Kind -> (integer dims, categorical attrs with their allowed values).
 KINDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
@@ -52,7 +52,8 @@ class LayerSpec:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(
-                f"Unknown kernel kind. Expected one of {sorted(KINDS)}. Received: kind={self.kind!r}"
+                f"Unknown kernel kind. Expected one of {sorted(KINDS)}. "
+                f"Received: kind={self.kind!r}"
             )
         dim_names, attr_values = KINDS[self.kind]
         if set(self.dims) != set(dim_names):
@@ -92,11 +93,12 @@ class LayerSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "LayerSpec":
-        return cls(d["kind"], d["dims"], d.get("attrs", {}), d.get("dtype", "float32"),
-                   d.get("threads", 1))
+    def from_dict(cls, d: Mapping) -> LayerSpec:
+        return cls(
+            d["kind"], d["dims"], d.get("attrs", {}), d.get("dtype", "float32"), d.get("threads", 1)
+        )
 
-    def replace(self, **dims) -> "LayerSpec":
+    def replace(self, **dims) -> LayerSpec:
         """A copy with some dims changed, e.g. `spec.replace(cout=65)`."""
         return LayerSpec(self.kind, {**self.dims, **dims}, self.attrs, self.dtype, self.threads)
 

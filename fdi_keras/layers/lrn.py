@@ -22,7 +22,8 @@ class LocalResponseNormalization(keras.layers.Layer):
         super().__init__(**kwargs)
         if int(depth_radius) != depth_radius or depth_radius < 0:
             raise ValueError(
-                f"depth_radius must be a non-negative integer. Received: depth_radius={depth_radius}"
+                "depth_radius must be a non-negative integer. "
+                f"Received: depth_radius={depth_radius}"
             )
         self.depth_radius = int(depth_radius)
         self.bias = float(bias)

@@ -14,7 +14,9 @@ def _image(d, channels):
 
 def _conv2d(d, a):
     x = _image(d, d["cin"])
-    return x, keras.layers.Conv2D(d["cout"], (d["kh"], d["kw"]), (d["sh"], d["sw"]), a["padding"])(x)
+    return x, keras.layers.Conv2D(d["cout"], (d["kh"], d["kw"]), (d["sh"], d["sw"]), a["padding"])(
+        x
+    )
 
 
 def _depthwise(d, a):
@@ -38,7 +40,9 @@ def _pool(d, a):
 
 def _global_pool(d, a):
     x = _image(d, d["c"])
-    cls = keras.layers.GlobalMaxPooling2D if a["op"] == "max" else keras.layers.GlobalAveragePooling2D
+    cls = (
+        keras.layers.GlobalMaxPooling2D if a["op"] == "max" else keras.layers.GlobalAveragePooling2D
+    )
     return x, cls()(x)
 
 

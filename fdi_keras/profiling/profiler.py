@@ -29,24 +29,61 @@ class ProfileRun:
 
 
 def _row(spec, timing, error, calibration_us, device) -> dict:
-    row = {"key": spec.key(), "spec": spec.to_dict(), "device": device,
-           "dtype": spec.dtype, "threads": spec.threads,
-           "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    row = {
+        "key": spec.key(),
+        "spec": spec.to_dict(),
+        "device": device,
+        "dtype": spec.dtype,
+        "threads": spec.threads,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     if error is not None:
         return {**row, "status": "error", "error": error}
-    return {**row, "status": "ok", "time_us": timing.median_us, "spread": timing.spread,
-            "rounds": timing.rounds, "invokes": timing.invokes, "calibration_us": calibration_us}
+    return {
+        **row,
+        "status": "ok",
+        "time_us": timing.median_us,
+        "spread": timing.spread,
+        "rounds": timing.rounds,
+        "invokes": timing.invokes,
+        "calibration_us": calibration_us,
+    }
 
 
 def _batches(specs: list[LayerSpec], size: int) -> list[list[LayerSpec]]:
-    return [specs[i:i + size] for i in range(0, len(specs), size)]
+    return [specs[i : i + size] for i in range(0, len(specs), size)]
 
 
-def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, threads, batch_size, bar):
-    device = runner.describe()
-    calibration = LayerSpec(CALIBRATION_SPEC.kind, CALIBRATION_SPEC.dims, CALIBRATION_SPEC.attrs,
-                            specs[0].dtype if specs else "float32", threads)
-    (calibration_model, error), = pool.submit(convert_batch, [calibration.to_dict()]).result()
+def _time_batch(runner: Runner, calibration: bytes, models: list[bytes], threads: int):
+    """[(timing, calibration timing) or error message] per model; a model that breaks the
+    runtime is isolated by timing the batch's models one by one."""
+    try:
+        timings = runner.time([calibration, *models], threads)
+        return [(t, timings[0]) for t in timings[1:]]
+    except Exception:  # noqa: BLE001 - find which model fails, below
+        if len(models) == 1:
+            raise
+    results = []
+    for model in models:
+        try:
+            results.append(_time_batch(runner, calibration, [model], threads)[0])
+        except Exception as e:  # noqa: BLE001 - a runtime failure is recorded per row
+            results.append(f"run: {type(e).__name__}: {e}"[:500])
+    return results
+
+
+def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size, bar):
+    if not specs:
+        return
+    device, threads = runner.describe(), specs[0].threads
+    calibration = LayerSpec(
+        CALIBRATION_SPEC.kind,
+        CALIBRATION_SPEC.dims,
+        CALIBRATION_SPEC.attrs,
+        specs[0].dtype,
+        threads,
+    )
+    ((calibration_model, error),) = pool.submit(convert_batch, [calibration.to_dict()]).result()
     if error:
         raise RuntimeError(f"The calibration kernel failed to convert: {error}")
     batches = _batches([s for s in specs if s.key() not in store.done], batch_size)
@@ -55,39 +92,59 @@ def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, threads, ba
         converted = futures[i].result()
         if i + 2 < len(batches):  # keep the converter one batch ahead of the timer
             futures.append(pool.submit(convert_batch, [s.to_dict() for s in batches[i + 2]]))
-        ok = [j for j, (model, err) in enumerate(converted) if err is None]
-        try:
-            timings = runner.time([calibration_model] + [converted[j][0] for j in ok], threads)
-        except Exception as e:  # noqa: BLE001 - a runtime failure of a batch is recorded per row
-            timings, failure = None, f"{type(e).__name__}: {e}"[:500]
+        ok = [j for j, (_, err) in enumerate(converted) if err is None]
+        timed = dict(
+            zip(
+                ok,
+                _time_batch(runner, calibration_model, [converted[j][0] for j in ok], threads)
+                if ok
+                else [],
+            )
+        )
         rows = []
         for j, spec in enumerate(batch):
             if converted[j][1] is not None:
                 rows.append(_row(spec, None, "convert: " + converted[j][1], None, device))
-            elif timings is None:
-                rows.append(_row(spec, None, "run: " + failure, None, device))
+            elif isinstance(timed[j], str):
+                rows.append(_row(spec, None, timed[j], None, device))
             else:
-                rows.append(_row(spec, timings[1 + ok.index(j)], None, timings[0].median_us, device))
+                timing, calibration_timing = timed[j]
+                rows.append(_row(spec, timing, None, calibration_timing.median_us, device))
         store.append(rows)
         bar.update(len(batch))
         bar.set_postfix(device=runner.name, errors=sum(r["status"] == "error" for r in store.rows))
 
 
-def run_profile(runners: list[Runner], kinds: list[str], num_configs: int, out_dir: str,
-                threads: int = 1, dtype: str = "float32", seed: int = 0, batch_size: int = 12,
-                progress: bool = True) -> ProfileRun:
-    """Profiles `num_configs` configurations of each kind; resumes what `out_dir` already has.
+def sample_all(
+    kinds: list[str],
+    num_configs: int | dict,
+    seed: int = 0,
+    dtype: str = "float32",
+    threads: int = 1,
+) -> list[LayerSpec]:
+    """Configurations of every kind (`num_configs` per kind, or a {kind: count} dict), with
+    the kinds interleaved so that machine drift during a run spreads over all of them."""
+    counts = num_configs if isinstance(num_configs, dict) else dict.fromkeys(kinds, num_configs)
+    specs = [s for kind in kinds for s in sample_configs(kind, counts[kind], seed, dtype, threads)]
+    return [specs[i] for i in np.random.default_rng(seed).permutation(len(specs))]
+
+
+def run_profile(
+    runners: list[Runner],
+    specs: list[LayerSpec],
+    out_dir: str,
+    batch_size: int = 12,
+    progress: bool = True,
+) -> ProfileRun:
+    """Times every spec not yet in `out_dir`; resumes what `out_dir` already has.
 
     With one runner rows go straight to `out_dir/profile.jsonl`; with several, each runner
     profiles its own shard (`out_dir/shards/<name>.jsonl`) in parallel and the shards are
-    merged into `profile.jsonl`. Returns every row (measured now or before).
+    merged into `profile.jsonl`. Returns the rows of `specs` (measured now or before).
     """
     if not runners:
         raise ValueError("run_profile needs at least one runner. Received: runners=[]")
     os.makedirs(out_dir, exist_ok=True)
-    specs = [s for kind in kinds for s in sample_configs(kind, num_configs, seed, dtype, threads)]
-    # Interleave kinds so that machine drift spreads over all of them, not one.
-    specs = [specs[i] for i in np.random.default_rng(seed).permutation(len(specs))]
     out_path = os.path.join(out_dir, "profile.jsonl")
     if len(runners) == 1:
         paths = [out_path]
@@ -95,17 +152,22 @@ def run_profile(runners: list[Runner], kinds: list[str], num_configs: int, out_d
         os.makedirs(os.path.join(out_dir, "shards"), exist_ok=True)
         paths = [os.path.join(out_dir, "shards", f"{r.name}.jsonl") for r in runners]
     stores = [ProfileStore(p) for p in paths]
-    shards = [specs[i::len(runners)] for i in range(len(runners))]
+    shards = [specs[i :: len(runners)] for i in range(len(runners))]
     before = sum(len({s.key() for s in sh} & st.done) for sh, st in zip(shards, stores))
     start = time.time()
     quiet_tensorflow()
     context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
-    with cf.ProcessPoolExecutor(1, mp_context=context) as pool, \
-            tqdm(total=len(specs), initial=before, unit="config", disable=not progress,
-                 desc="profiling") as bar, \
-            cf.ThreadPoolExecutor(len(runners)) as workers:
-        jobs = [workers.submit(_profile_shard, r, sh, st, pool, threads, batch_size, bar)
-                for r, sh, st in zip(runners, shards, stores)]
+    with (
+        cf.ProcessPoolExecutor(1, mp_context=context) as pool,
+        tqdm(
+            total=len(specs), initial=before, unit="config", disable=not progress, desc="profiling"
+        ) as bar,
+        cf.ThreadPoolExecutor(len(runners)) as workers,
+    ):
+        jobs = [
+            workers.submit(_profile_shard, r, sh, st, pool, batch_size, bar)
+            for r, sh, st in zip(runners, shards, stores)
+        ]
         for job in jobs:
             job.result()
     rows = merge_shards(paths, out_path) if len(runners) > 1 else read_rows(out_path)

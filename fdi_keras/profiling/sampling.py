@@ -4,8 +4,10 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 
 | kind | ranges |
 |---|---|
-| conv2d | h=w in 3..224 (a fifth are 1-D: h=1, w in 16..512, as Conv1D runs), cin 3..1024, cout 4..1024, k in {1,3,5,7}, stride 1 or 2 |
-| depthwise_conv2d | h=w in 3..224, cin 8..1024, multiplier 1 (sometimes 2), k in {3,5}, stride 1 or 2 |
+| conv2d | h=w in 3..224 (a fifth 1-D: h=1, w in 16..512, as Conv1D runs), cin 3..1024, |
+|  | cout 4..1024, k in {1,3,5,7}, stride 1 or 2 |
+| depthwise_conv2d | h=w in 3..224, cin 8..1024, multiplier 1 (sometimes 2), k in {3,5}, |
+|  | stride 1 or 2 |
 | dense | m=1 (sometimes a sequence of 2..128 rows), cin 8..4096, cout 4..4096 |
 | pool2d | h in 4..112, c 8..512, k 2 or 3, stride 1 or 2, max or avg |
 | global_pool | h in 1..32, c 8..2048, avg (sometimes max) |
@@ -55,8 +57,16 @@ def _conv2d(rng):
         h = w = _logint(rng, max(3, k), 224)
         kh = k
     pad = "same" if rng.random() < 0.8 else "valid"
-    dims = dict(h=h, w=w, cin=_channels(rng, 3, 1024), cout=_channels(rng, 4, 1024),
-                kh=kh, kw=k, sh=1 if h == 1 else s, sw=s)
+    dims = dict(
+        h=h,
+        w=w,
+        cin=_channels(rng, 3, 1024),
+        cout=_channels(rng, 4, 1024),
+        kh=kh,
+        kw=k,
+        sh=1 if h == 1 else s,
+        sw=s,
+    )
     return dims, {"padding": pad}, "cout"
 
 
@@ -64,8 +74,16 @@ def _depthwise(rng):
     k = int(rng.choice([3, 5], p=[0.8, 0.2]))
     h = _logint(rng, max(3, k), 224)
     s = int(rng.choice([1, 2], p=[0.7, 0.3]))
-    dims = dict(h=h, w=h, cin=_channels(rng, 8, 1024), mult=1 if rng.random() < 0.9 else 2,
-                kh=k, kw=k, sh=s, sw=s)
+    dims = dict(
+        h=h,
+        w=h,
+        cin=_channels(rng, 8, 1024),
+        mult=1 if rng.random() < 0.9 else 2,
+        kh=k,
+        kw=k,
+        sh=s,
+        sw=s,
+    )
     return dims, {"padding": "same" if rng.random() < 0.7 else "valid"}, "cin"
 
 
@@ -78,14 +96,20 @@ def _pool(rng):
     k = int(rng.choice([2, 3]))
     s = int(rng.choice([1, 2], p=[0.3, 0.7]))
     h = _logint(rng, 4, 112)
-    attrs = {"op": "max" if rng.random() < 0.6 else "avg",
-             "padding": "same" if rng.random() < 0.5 else "valid"}
+    attrs = {
+        "op": "max" if rng.random() < 0.6 else "avg",
+        "padding": "same" if rng.random() < 0.5 else "valid",
+    }
     return dict(h=h, w=h, c=_channels(rng, 8, 512), kh=k, kw=k, sh=s, sw=s), attrs, None
 
 
 def _global_pool(rng):
     h = _logint(rng, 1, 32)
-    return dict(h=h, w=h, c=_channels(rng, 8, 2048)), {"op": "avg" if rng.random() < 0.7 else "max"}, None
+    return (
+        dict(h=h, w=h, c=_channels(rng, 8, 2048)),
+        {"op": "avg" if rng.random() < 0.7 else "max"},
+        None,
+    )
 
 
 def _hwc(rng):
@@ -112,7 +136,11 @@ def _activation(rng):
 
 
 def _recurrent(rng):
-    return dict(t=_logint(rng, 8, 256), cin=_logint(rng, 3, 128), units=_channels(rng, 8, 256)), {}, "units"
+    return (
+        dict(t=_logint(rng, 8, 256), cin=_logint(rng, 3, 128), units=_channels(rng, 8, 256)),
+        {},
+        "units",
+    )
 
 
 _SAMPLERS = {
@@ -134,7 +162,10 @@ _SAMPLERS = {
 
 def _within_budget(spec: LayerSpec) -> bool:
     f = compute_features(spec)
-    return f["flops"] / 2 <= MAX_MACS and max(f["bytes_in"], f["bytes_out"], f["param_bytes"]) <= MAX_TENSOR_BYTES
+    return (
+        f["flops"] / 2 <= MAX_MACS
+        and max(f["bytes_in"], f["bytes_out"], f["param_bytes"]) <= MAX_TENSOR_BYTES
+    )
 
 
 def _sweep(rng, dims, channel_dim) -> list[dict]:
@@ -145,8 +176,9 @@ def _sweep(rng, dims, channel_dim) -> list[dict]:
     return [{**dims, channel_dim: c} for c in range(start, start + length)]
 
 
-def sample_configs(kind: str, num_configs: int, seed: int = 0, dtype: str = "float32",
-                   threads: int = 1) -> list[LayerSpec]:
+def sample_configs(
+    kind: str, num_configs: int, seed: int = 0, dtype: str = "float32", threads: int = 1
+) -> list[LayerSpec]:
     """The first `num_configs` distinct configurations of `kind` (deterministic in `seed`)."""
     if kind not in _SAMPLERS:
         raise ValueError(f"Cannot sample kind {kind!r}. Supported kinds: {sorted(_SAMPLERS)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 
 def read_rows(path: str) -> list[dict]:
@@ -29,7 +29,9 @@ def _iter_complete(path: str) -> Iterator[dict]:
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number} is not a JSON row ({e}); fix or remove it.") from e
+                raise ValueError(
+                    f"{path}:{number} is not a JSON row ({e}); fix or remove it."
+                ) from e
 
 
 class ProfileStore:

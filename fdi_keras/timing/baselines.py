@@ -19,7 +19,7 @@ class FlopsLinear:
     def _x(specs):
         return np.array([[1.0, compute_features(s)["flops"]] for s in specs])
 
-    def fit(self, specs: list[LayerSpec], times_us) -> "FlopsLinear":
+    def fit(self, specs: list[LayerSpec], times_us) -> FlopsLinear:
         times_us = np.asarray(times_us, dtype=float)
         for kind in {s.kind for s in specs}:
             idx = [i for i, s in enumerate(specs) if s.kind == kind]

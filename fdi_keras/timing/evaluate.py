@@ -19,6 +19,8 @@ def accuracy(measured, predicted) -> dict[str, float]:
 
 
 def format_accuracy(name: str, stats: dict) -> str:
-    return (f"{name:<18} n={stats['n']:<5} MAPE {100 * stats['mape']:5.1f}%  "
-            f"RMSPE {100 * stats['rmspe']:5.1f}%  within 5%: {100 * stats['within_5']:5.1f}%  "
-            f"within 10%: {100 * stats['within_10']:5.1f}%")
+    return (
+        f"{name:<18} n={stats['n']:<5} MAPE {100 * stats['mape']:5.1f}%  "
+        f"RMSPE {100 * stats['rmspe']:5.1f}%  within 5%: {100 * stats['within_5']:5.1f}%  "
+        f"within 10%: {100 * stats['within_10']:5.1f}%"
+    )

@@ -31,8 +31,13 @@ class FlatTree:
     samples: list = dataclasses.field(default_factory=list)
 
     def add_leaf(self, weights, samples) -> int:
-        for lst, v in ((self.variable, None), (self.condition, None), (self.value, None),
-                       (self.left, -1), (self.right, -1)):
+        for lst, v in (
+            (self.variable, None),
+            (self.condition, None),
+            (self.value, None),
+            (self.left, -1),
+            (self.right, -1),
+        ):
             lst.append(v)
         self.weights.append([float(w) for w in weights])
         self.samples.append(int(samples))

@@ -30,14 +30,21 @@ def profile_report(rows: list[dict], tree: TimingTree, seconds: float | None = N
     counts = collections.Counter((r["spec"]["kind"], r["status"]) for r in rows)
     kinds = sorted({k for k, _ in counts})
     meta = tree.metadata_
-    lines = ["# fdi_keras device profile", "",
-             f"device: {meta.get('device')}", f"threads: {meta.get('threads')}  dtype: "
-             f"{meta.get('dtype')}  rows: {len(rows)}"
-             + (f"  profiling time: {seconds / 60:.1f} min" if seconds is not None else ""), ""]
+    lines = [
+        "# fdi_keras device profile",
+        "",
+        f"device: {meta.get('device')}",
+        f"threads: {meta.get('threads')}  dtype: "
+        f"{meta.get('dtype')}  rows: {len(rows)}"
+        + (f"  profiling time: {seconds / 60:.1f} min" if seconds is not None else ""),
+        "",
+    ]
     for kind in kinds:
         lines.append(f"{kind:<18} {counts[kind, 'ok']:>5} timed, {counts[kind, 'error']:>3} failed")
     failures = [r for r in rows if r["status"] == "error"][:5]
-    lines += [f"  failed: {r['spec']['kind']} {r['spec']['dims']}: {r['error'][:160]}" for r in failures]
+    lines += [
+        f"  failed: {r['spec']['kind']} {r['spec']['dims']}: {r['error'][:160]}" for r in failures
+    ]
     lines += ["", "Held-out accuracy (tree refitted without 20% of the rows, scored on them):"]
     lines += [format_accuracy(k, s) for k, s in holdout_accuracy(rows).items()]
     lines += ["", f"Per-invoke overhead: {tree.overhead_us_:.2f} us", "", "Rules:", tree.explain()]

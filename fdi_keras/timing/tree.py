@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
-from fdi_keras.errors import MissingKindError, TreeFormatError
 from fdi_keras.atomic import atomic_write_bytes
+from fdi_keras.errors import MissingKindError, TreeFormatError
 from fdi_keras.features import FEATURES, compute_features, split_variables
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing import growth
@@ -59,13 +59,24 @@ class TimingTree:
         >>> print(tree.explain("dense"))
     """
 
-    def __init__(self, max_depth=7, min_samples_leaf=8, min_gain=0.01, validation_fraction=0.2,
-                 tiles=TILES, seed=0):
+    def __init__(
+        self,
+        max_depth=7,
+        min_samples_leaf=8,
+        min_gain=0.01,
+        validation_fraction=0.2,
+        tiles=TILES,
+        seed=0,
+    ):
         if max_depth < 0 or min_samples_leaf < 1:
-            raise ValueError("max_depth must be >= 0 and min_samples_leaf >= 1. "
-                             f"Received: max_depth={max_depth}, min_samples_leaf={min_samples_leaf}")
+            raise ValueError(
+                "max_depth must be >= 0 and min_samples_leaf >= 1. "
+                f"Received: max_depth={max_depth}, min_samples_leaf={min_samples_leaf}"
+            )
         if not 0 <= validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1). Received: {validation_fraction}")
+            raise ValueError(
+                f"validation_fraction must be in [0, 1). Received: {validation_fraction}"
+            )
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
         self.min_gain = min_gain
@@ -77,27 +88,36 @@ class TimingTree:
         self.overhead_us_ = 0.0
 
     # ---- fitting -------------------------------------------------------------------------
-    def fit_rows(self, rows: list[dict], drift_correction: bool = True) -> "TimingTree":
+    def fit_rows(self, rows: list[dict], drift_correction: bool = True) -> TimingTree:
         """Fits on profile rows (`profile.jsonl`), taking device/runtime metadata from them."""
         ok = [r for r in rows if r.get("status") == "ok"]
         if not ok:
-            raise ValueError("No successfully timed rows to fit on. Received: "
-                             f"{len(rows)} rows, all failed or empty.")
+            raise ValueError(
+                "No successfully timed rows to fit on. Received: "
+                f"{len(rows)} rows, all failed or empty."
+            )
         first = ok[0]
-        metadata = {"device": first.get("device", {}), "threads": first.get("threads"),
-                    "dtype": first.get("dtype"), "rows": len(ok)}
+        metadata = {
+            "device": first.get("device", {}),
+            "threads": first.get("threads"),
+            "dtype": first.get("dtype"),
+            "rows": len(ok),
+        }
         data = rows_to_dataset(ok, drift_correction)
         return self._fit_dataset(data, metadata)
 
-    def fit(self, specs: list[LayerSpec], times_us, metadata: dict | None = None) -> "TimingTree":
+    def fit(self, specs: list[LayerSpec], times_us, metadata: dict | None = None) -> TimingTree:
         """Fits on specs and their measured times in microseconds."""
         times_us = np.asarray(times_us, dtype=float)
         if len(specs) != len(times_us) or not len(specs):
-            raise ValueError(f"specs and times_us must be non-empty and of equal length. "
-                             f"Received: {len(specs)} specs, {len(times_us)} times")
+            raise ValueError(
+                f"specs and times_us must be non-empty and of equal length. "
+                f"Received: {len(specs)} specs, {len(times_us)} times"
+            )
         if (times_us <= 0).any():
-            raise ValueError("Times must be positive microseconds. "
-                             f"Received: min(times_us)={times_us.min()}")
+            raise ValueError(
+                f"Times must be positive microseconds. Received: min(times_us)={times_us.min()}"
+            )
         data: dict[str, tuple[list, list]] = {}
         for s, t in zip(specs, times_us):
             data.setdefault(s.kind, ([], []))[0].append(s)
@@ -105,7 +125,7 @@ class TimingTree:
         data = {k: (s, np.array(t)) for k, (s, t) in data.items()}
         return self._fit_dataset(data, metadata or {})
 
-    def _fit_dataset(self, data, metadata) -> "TimingTree":
+    def _fit_dataset(self, data, metadata) -> TimingTree:
         self.kinds_ = {kind: self._fit_kind(specs, y) for kind, (specs, y) in sorted(data.items())}
         # Every profiled time includes one invoke; the cheapest kernel bounds that overhead.
         self.overhead_us_ = float(min(y.min() for _, y in data.values()) * 0.5)
@@ -123,8 +143,15 @@ class TimingTree:
         best = None
         for tile in self.tiles:
             x = _matrices(specs, tile)
-            flat = growth.grow(x[train], y[train], names, [c[train] for c in columns],
-                               self.max_depth, self.min_samples_leaf, self.min_gain)
+            flat = growth.grow(
+                x[train],
+                y[train],
+                names,
+                [c[train] for c in columns],
+                self.max_depth,
+                self.min_samples_leaf,
+                self.min_gain,
+            )
             if n_val:
                 val_vars = [variables[i] for i in val]
                 growth.prune(flat, x[val], y[val], val_vars)
@@ -137,14 +164,20 @@ class TimingTree:
                 best = (score, tile, flat, x)
         score, tile, flat, x = best
         growth.refit_leaves(flat, x, y, variables)
-        return {"tile": tile, "tree": flat, "rows": len(y),
-                "validation_mape": score if n_val else None}
+        return {
+            "tile": tile,
+            "tree": flat,
+            "rows": len(y),
+            "validation_mape": score if n_val else None,
+        }
 
     # ---- prediction ----------------------------------------------------------------------
     def _check_fitted(self):
         if not self.kinds_:
-            raise ValueError("This TimingTree is not fitted yet. Call fit(), fit_rows() or "
-                             "TimingTree.load(path) first.")
+            raise ValueError(
+                "This TimingTree is not fitted yet. Call fit(), fit_rows() or "
+                "TimingTree.load(path) first."
+            )
 
     def kind_model(self, kind: str) -> dict:
         self._check_fitted()
@@ -152,7 +185,8 @@ class TimingTree:
             raise MissingKindError(
                 f"The timing tree has no model for kernel kind {kind!r}; it has "
                 f"{sorted(self.kinds_)}. Profile it: tools/profile_device.py --kinds={kind},... "
-                "with the same --out_dir, then refit.")
+                "with the same --out_dir, then refit."
+            )
         return self.kinds_[kind]
 
     def leaf(self, spec: LayerSpec) -> tuple[int, np.ndarray, int]:
@@ -188,7 +222,8 @@ class TimingTree:
 
         def formula(node):
             terms = [f"{flat.weights[node][0]:.3g}"] + [
-                f"{w:.3g}*{name}" for w, name in zip(flat.weights[node][1:], FEATURES) if w > 0]
+                f"{w:.3g}*{name}" for w, name in zip(flat.weights[node][1:], FEATURES) if w > 0
+            ]
             return f"t = {' + '.join(terms)} us  [{flat.samples[node]} rows]"
 
         def walk(node, indent):
@@ -216,9 +251,14 @@ class TimingTree:
             "metadata": self.metadata_,
             "overhead_us": self.overhead_us_,
             "features": ["intercept", *FEATURES],
-            "hyperparameters": {"max_depth": self.max_depth, "min_samples_leaf": self.min_samples_leaf,
-                                "min_gain": self.min_gain, "validation_fraction": self.validation_fraction,
-                                "tiles": list(self.tiles), "seed": self.seed},
+            "hyperparameters": {
+                "max_depth": self.max_depth,
+                "min_samples_leaf": self.min_samples_leaf,
+                "min_gain": self.min_gain,
+                "validation_fraction": self.validation_fraction,
+                "tiles": list(self.tiles),
+                "seed": self.seed,
+            },
             "kinds": {k: {**m, "tree": m["tree"].to_dict()} for k, m in self.kinds_.items()},
         }
 
@@ -227,7 +267,7 @@ class TimingTree:
         atomic_write_bytes(path, json.dumps(self.to_dict(), indent=1).encode())
 
     @classmethod
-    def load(cls, path: str) -> "TimingTree":
+    def load(cls, path: str) -> TimingTree:
         """Reads a tree saved by `save`; a corrupt or foreign file raises `TreeFormatError`."""
         try:
             with open(path) as f:
@@ -237,15 +277,17 @@ class TimingTree:
         return cls.from_dict(data, source=path)
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "<dict>") -> "TimingTree":
+    def from_dict(cls, data: dict, source: str = "<dict>") -> TimingTree:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise TreeFormatError(f"{source} is not an fdi_keras timing tree (no "
-                                  f"'format': {FORMAT!r} field).")
+            raise TreeFormatError(
+                f"{source} is not an fdi_keras timing tree (no 'format': {FORMAT!r} field)."
+            )
         if data.get("format_version") != FORMAT_VERSION:
             raise TreeFormatError(
                 f"{source} has format_version {data.get('format_version')!r}; this fdi_keras "
                 f"reads version {FORMAT_VERSION}. Refit it from its profile.jsonl with "
-                "tools/fit_tree.py (or re-profile the device).")
+                "tools/fit_tree.py (or re-profile the device)."
+            )
         try:
             tree = cls(**data["hyperparameters"])
             tree.metadata_ = data["metadata"]
@@ -255,10 +297,13 @@ class TimingTree:
             for kind, m in data["kinds"].items():
                 flat = growth.FlatTree(**{f: m["tree"][f] for f in fields})
                 if not flat.left or any(len(w) != len(FEATURES) + 1 for w in flat.weights):
-                    raise TreeFormatError(f"{source}: the {kind!r} tree has no nodes or leaf "
-                                          f"weights of the wrong length.")
+                    raise TreeFormatError(
+                        f"{source}: the {kind!r} tree has no nodes or leaf "
+                        f"weights of the wrong length."
+                    )
                 tree.kinds_[kind] = {**m, "tree": flat}
         except KeyError as e:
-            raise TreeFormatError(f"{source} lacks the field {e.args[0]!r}; the file is "
-                                  "incomplete or corrupt.") from e
+            raise TreeFormatError(
+                f"{source} lacks the field {e.args[0]!r}; the file is incomplete or corrupt."
+            ) from e
         return tree

@@ -1,0 +1,61 @@
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from fdi_keras.export import measure_latency, to_tflite, with_batch_one
+
+
+def ops(flatbuffer):
+    return [d["op_name"] for d in Interpreter(model_content=flatbuffer)._get_ops_details()]
+
+
+def gru_model():
+    x = keras.Input((16, 3))
+    return keras.Model(x, keras.layers.Dense(4)(keras.layers.GRU(8)(x)))
+
+
+def test_recurrent_models_are_rebuilt_with_batch_one_and_keep_weights(tmp_path):
+    model = gru_model()
+    fixed = with_batch_one(model)
+    assert fixed.inputs[0].shape[0] == 1
+    x = np.random.default_rng(0).standard_normal((1, 16, 3)).astype("float32")
+    np.testing.assert_allclose(fixed(x), model(x), atol=1e-6)
+    path = str(tmp_path / "gru.tflite")
+    flatbuffer = to_tflite(model, path)
+    assert "WHILE" in ops(flatbuffer)
+    with open(path, "rb") as f:
+        assert f.read() == flatbuffer
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, model(x), atol=1e-4)
+
+
+def test_int8_and_float16():
+    x = keras.Input((8, 8, 4))
+    model = keras.Model(x, keras.layers.Conv2D(8, 3)(x))
+    int8 = ops(to_tflite(model, quantize="int8"))
+    assert "CONV_2D" in int8 and "QUANTIZE" in int8
+    assert "CONV_2D" in ops(to_tflite(model, quantize="float16"))
+
+
+def test_measure_latency_one_and_many():
+    x = keras.Input((16, 16, 8))
+    small = to_tflite(keras.Model(x, keras.layers.Conv2D(8, 3, padding="same")(x)))
+    big = to_tflite(keras.Model(x, keras.layers.Conv2D(256, 3, padding="same")(x)))
+    one = measure_latency(small, rounds=3)
+    assert one.median_ms > 0 and one.spread >= 0 and one.invokes >= 3
+    t_small, t_big = measure_latency([small, big], rounds=5)
+    assert t_big.median_us > 4 * t_small.median_us  # 32x the work
+
+
+def test_errors():
+    x = keras.Input((4,))
+    model = keras.Model(x, keras.layers.Dense(2)(x))
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        to_tflite(model, quantize="int4")
+    with pytest.raises(ValueError, match="backend='local'.*profile_device"):
+        measure_latency(b"", backend="adb")

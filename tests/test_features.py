@@ -1,0 +1,72 @@
+import pytest
+
+from fdi_keras.features import compute_features, split_variables
+from fdi_keras.specs import LayerSpec
+
+
+def feats(kind, dims, attrs=None, dtype="float32", tile=1):
+    return compute_features(LayerSpec(kind, dims, attrs or {}, dtype), tile)
+
+
+def test_conv2d_same():
+    f = feats("conv2d", dict(h=28, w=28, cin=32, cout=64, kh=3, kw=3, sh=1, sw=1))
+    assert f["flops"] == 2 * 28 * 28 * 64 * 3 * 3 * 32
+    assert f["bytes_in"] == 28 * 28 * 32 * 4
+    assert f["bytes_out"] == 28 * 28 * 64 * 4
+    assert f["param_bytes"] == (3 * 3 * 32 * 64 + 64) * 4
+
+
+def test_conv2d_valid_stride_and_tile_padding():
+    f = feats(
+        "conv2d",
+        dict(h=29, w=29, cin=8, cout=65, kh=3, kw=3, sh=2, sw=2),
+        {"padding": "valid"},
+        tile=16,
+    )
+    # 14x14 outputs; 65 output channels occupy 80 (5 tiles of 16) in the padded FLOPs/params.
+    assert f["flops"] == 2 * 14 * 14 * 80 * 9 * 8
+    assert f["bytes_out"] == 14 * 14 * 65 * 4
+    assert f["param_bytes"] == (9 * 8 * 80 + 80) * 4
+
+
+def test_depthwise_with_multiplier():
+    f = feats("depthwise_conv2d", dict(h=14, w=14, cin=16, mult=2, kh=3, kw=3, sh=1, sw=1))
+    assert f["flops"] == 2 * 14 * 14 * 32 * 9
+    assert f["bytes_out"] == 14 * 14 * 32 * 4
+    assert f["param_bytes"] == (9 * 32 + 32) * 4
+
+
+def test_dense_and_int8_bytes():
+    f = feats("dense", dict(m=1, cin=256, cout=128), dtype="int8")
+    assert f == {
+        "flops": 2 * 256 * 128,
+        "bytes_in": 256,
+        "bytes_out": 128,
+        "param_bytes": 256 * 128 + 128,
+    }
+
+
+def test_pools_and_elementwise():
+    assert (
+        feats("pool2d", dict(h=28, w=28, c=32, kh=2, kw=2, sh=2, sw=2))["flops"] == 14 * 14 * 32 * 4
+    )
+    g = feats("global_pool", dict(h=7, w=7, c=256))
+    assert (g["flops"], g["bytes_out"]) == (7 * 7 * 256, 256 * 4)
+    a = feats("add", dict(h=14, w=14, c=64))
+    assert (a["flops"], a["bytes_in"]) == (14 * 14 * 64, 2 * 14 * 14 * 64 * 4)
+    p = feats("pad", dict(h=14, w=14, c=8, ph=1, pw=2))
+    assert p["bytes_out"] == 15 * 16 * 8 * 4
+    assert feats("lrn", dict(h=7, w=7, c=16, radius=2))["flops"] == 7 * 7 * 16 * 5
+    assert feats("softmax", dict(n=1000))["flops"] == 1000
+
+
+@pytest.mark.parametrize("kind, gates", [("gru", 3), ("lstm", 4)])
+def test_recurrent(kind, gates):
+    f = feats(kind, dict(t=10, cin=8, units=16))
+    assert f["flops"] == 2 * 10 * gates * 16 * (8 + 16)
+    assert f["param_bytes"] == gates * 16 * (8 + 16 + 2) * 4
+
+
+def test_split_variables_include_dims_and_log_sizes():
+    v = split_variables(LayerSpec("dense", dict(m=1, cin=256, cout=128)))
+    assert v["cin"] == 256 and v["cout"] == 128 and 16 < v["log2_flops"] < 17

@@ -1,0 +1,113 @@
+import json
+
+import numpy as np
+import pytest
+
+from fdi_keras.errors import MissingKindError, TreeFormatError
+from fdi_keras.specs import LayerSpec
+from fdi_keras.timing import FlopsLinear, TimingTree
+
+
+def staircase_data(n=500, seed=0):
+    """A dense kernel whose time steps at multiples of 16 output units, and is 1.5x slower
+    off the multiples (a different microkernel): what XNNPack does on this project's CPUs."""
+    rng = np.random.default_rng(seed)
+    specs, times = [], []
+    for _ in range(n):
+        cin, cout = int(rng.integers(8, 512)), int(rng.integers(4, 300))
+        padded = -(-cout // 16) * 16
+        slow = 1.0 if cout % 16 == 0 else 1.5
+        specs.append(LayerSpec("dense", dict(m=1, cin=cin, cout=cout)))
+        times.append(0.8 + 2e-4 * cin * padded * slow)
+    return specs, np.array(times)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    specs, y = staircase_data()
+    return TimingTree().fit(specs, y), specs, y
+
+
+def test_recovers_the_staircase(fitted):
+    tree, _, _ = fitted
+    model = tree.kinds_["dense"]
+    assert model["tile"] == 16
+    flat = model["tree"]
+    assert (flat.variable[0], flat.condition[0], flat.value[0]) == ("cout", "mod", 16)
+    test_specs, test_y = staircase_data(200, seed=1)
+    err = np.abs(tree.predict(test_specs) - test_y) / test_y
+    assert err.max() < 0.01
+    # The 64 -> 65 step: one more unit, half again slower.
+    a = tree.predict_one(LayerSpec("dense", dict(m=1, cin=256, cout=64)))
+    b = tree.predict_one(LayerSpec("dense", dict(m=1, cin=256, cout=65)))
+    assert b / a == pytest.approx((0.8 + 2e-4 * 256 * 80 * 1.5) / (0.8 + 2e-4 * 256 * 64), rel=0.01)
+
+
+def test_flops_baseline_cannot_see_the_staircase(fitted):
+    _, specs, y = fitted
+    err = np.abs(FlopsLinear().fit(specs, y).predict(specs) - y) / y
+    assert err.mean() > 0.05
+
+
+def test_leaves_are_non_negative(fitted):
+    tree, _, _ = fitted
+    assert all(w >= 0 for ws in tree.kinds_["dense"]["tree"].weights for w in ws)
+
+
+def test_explain_names_the_rules(fitted):
+    text = fitted[0].explain()
+    assert "dense: 500 rows; staircase tile 16" in text
+    assert "if cout % 16 == 0:" in text and "if cout % 16 != 0:" in text
+    assert "*flops" in text
+
+
+def test_json_round_trip(fitted, tmp_path):
+    tree, specs, _ = fitted
+    tree.metadata_["device"] = {"backend": "local", "device": "test"}
+    path = str(tmp_path / "tree.json")
+    tree.save(path)
+    loaded = TimingTree.load(path)
+    np.testing.assert_allclose(loaded.predict(specs), tree.predict(specs))
+    assert loaded.metadata_["device"]["device"] == "test"
+    assert loaded.explain() == tree.explain()
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "tree.json"
+    path.write_text('{"format": "fdi_keras.timing_tree", "format_')
+    with pytest.raises(TreeFormatError, match="not valid JSON.*corrupt"):
+        TimingTree.load(str(path))
+
+
+def test_foreign_and_other_version_files(fitted, tmp_path):
+    path = tmp_path / "tree.json"
+    path.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(TreeFormatError, match="not an fdi_keras timing tree"):
+        TimingTree.load(str(path))
+    data = fitted[0].to_dict()
+    path.write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(TreeFormatError, match="format_version 99.*reads version 1.*fit_tree"):
+        TimingTree.load(str(path))
+    del data["overhead_us"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(TreeFormatError, match="lacks the field 'overhead_us'"):
+        TimingTree.load(str(path))
+
+
+def test_missing_kind_names_the_kind_and_the_fix(fitted):
+    spec = LayerSpec("lstm", dict(t=8, cin=4, units=8))
+    with pytest.raises(
+        MissingKindError, match=r"no model for kernel kind 'lstm'.*\['dense'\].*--kinds=lstm"
+    ):
+        fitted[0].predict_one(spec)
+
+
+def test_not_fitted_and_bad_arguments():
+    with pytest.raises(ValueError, match="not fitted"):
+        TimingTree().predict([LayerSpec("dense", dict(m=1, cin=2, cout=2))])
+    with pytest.raises(ValueError, match="max_depth"):
+        TimingTree(max_depth=-1)
+    with pytest.raises(ValueError, match="positive microseconds"):
+        TimingTree().fit([LayerSpec("dense", dict(m=1, cin=2, cout=2))], [0.0])
+    with pytest.raises(ValueError, match="equal length"):
+        TimingTree().fit([], [1.0])
