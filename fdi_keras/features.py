@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from fdi_keras.specs import LayerSpec, conv_output_size
+from fdi_keras.specs import KINDS, LayerSpec, conv_output_size
 
 FEATURES = ("flops", "bytes_in", "bytes_out", "param_bytes")
 _ITEMSIZE = {"float32": 4, "float16": 4, "int8": 1}  # float16 models compute in float32
@@ -124,10 +124,18 @@ def compute_features(spec: LayerSpec, tile: int = 1) -> dict[str, float]:
 
 
 def split_variables(spec: LayerSpec) -> dict[str, float]:
-    """The variables a tree may split on: raw dims plus log2 of FLOPs and memory."""
+    """The variables a tree may split on: raw dims, one 0/1 indicator per categorical attr
+    value (`op=max`), and log2 of FLOPs and memory."""
     f = compute_features(spec)
     return {
         **{k: float(v) for k, v in spec.dims.items()},
+        **{f"{k}={v}": 1.0 for k, v in spec.attrs.items()},
+        **{
+            f"{k}={other}": 0.0
+            for k, values in KINDS[spec.kind][1].items()
+            for other in values
+            if other != spec.attrs[k]
+        },
         "log2_flops": math.log2(f["flops"] + 1.0),
         "log2_bytes": math.log2(f["bytes_in"] + f["bytes_out"] + f["param_bytes"] + 1.0),
     }

@@ -18,6 +18,11 @@ MULTIPLES = (2, 4, 8, 16, 32, 64)
 LOG_VARIABLES = ("log2_flops", "log2_bytes")
 
 
+def is_indicator(name: str) -> bool:
+    """0/1 variables of categorical attributes are named like `op=max`."""
+    return "=" in name
+
+
 @dataclasses.dataclass
 class FlatTree:
     """Parallel lists; node i is a leaf when left[i] == -1. `weights[i]` is node i's model."""
@@ -70,7 +75,7 @@ def _candidates(names, columns, min_leaf):
             qs = np.unique(np.quantile(values, np.linspace(0.05, 0.95, 19), method="lower"))
             for t in qs:
                 yield name, values, "le", float(t)
-        if name not in LOG_VARIABLES:
+        if name not in LOG_VARIABLES and not is_indicator(name):
             for k in MULTIPLES:
                 if uniq.max() >= k:
                     yield name, values, "mod", k

@@ -232,8 +232,12 @@ class TimingTree:
                 lines.append(pad + formula(node))
                 return
             var, cond, value = flat.variable[node], flat.condition[node], flat.value[node]
-            yes = f"{var} <= {value:g}" if cond == "le" else f"{var} % {int(value)} == 0"
-            no = f"{var} > {value:g}" if cond == "le" else f"{var} % {int(value)} != 0"
+            if growth.is_indicator(var):  # `op=max <= 0.5` reads better as `op != max`
+                no, yes = var.replace("=", " == "), var.replace("=", " != ")
+            elif cond == "le":
+                yes, no = f"{var} <= {value:g}", f"{var} > {value:g}"
+            else:
+                yes, no = f"{var} % {int(value)} == 0", f"{var} % {int(value)} != 0"
             lines.append(f"{pad}if {yes}:")
             walk(flat.left[node], indent + 1)
             lines.append(f"{pad}if {no}:")
