@@ -232,9 +232,9 @@ def main(argv):
         table(["kind", "model", "n", "MAPE", "within 5%", "within 10%"], kind_rows),
         "",
         f"TimingTree: median per-kind MAPE {100 * np.median(tree_mape):.1f}%, worst "
-        f"{100 * max(tree_mape):.1f}%; pooled within 5% "
-        f"{100 * np.mean([stats[k, 'TimingTree']['within_5'] for k in held]):.1f}% and within 10% "
-        f"{100 * np.mean([stats[k, 'TimingTree']['within_10'] for k in held]):.1f}% (mean over kinds).",
+        f"{100 * max(tree_mape):.1f}%; mean over kinds of the share within 5% "
+        f"{100 * np.mean([stats[k, 'TimingTree']['within_5'] for k in held]):.1f}%, within 10% "
+        f"{100 * np.mean([stats[k, 'TimingTree']['within_10'] for k in held]):.1f}%.",
         "",
         "### Noise floor: the held-out configurations measured twice (minutes apart)",
         "",
