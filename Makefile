@@ -1,4 +1,4 @@
-# Two entry points for a newcomer: `make profile` (the main job) and `make test`.
+# Two entry points for a newcomer: `make run` (the main job) and `make test`.
 # Each creates .venv and installs fdi_keras with its extras on first use.
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,15 +14,20 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+run: profile  ## the main job: profile this CPU, then compress LeNet-5 on MNIST to 3x predicted speed
+	$(PY) examples/mnist_lenet.py --tree=$(OUT_DIR)/timing_tree.json --target_speedup=3
+
 profile: $(VENV)/.installed  ## profile this CPU, fit its timing tree, print the report
-	$(PY) tools/profile_device.py --backend=local --kinds=conv2d,depthwise_conv2d,dense,pool2d,global_pool,add \
+	$(PY) tools/profile_device.py --backend=local \
+		--kinds=conv2d,depthwise_conv2d,dense,pool2d,global_pool,add,softmax,gru \
 		--num_configs=$(NUM_CONFIGS) --threads=1 --out_dir=$(OUT_DIR)
 
 test: $(VENV)/.installed  ## lint and the test suite
-	$(VENV)/bin/ruff check fdi_keras tools tests benchmarks
+	$(VENV)/bin/ruff check fdi_keras tools tests benchmarks examples
 	$(PY) -m pytest -q
 
-benchmark: $(VENV)/.installed  ## the timing-model benchmark (about 30 minutes), into benchmarks/RESULTS.md
+benchmark: $(VENV)/.installed  ## timing-model and compression benchmarks, into benchmarks/RESULTS.md
 	$(PY) benchmarks/timing_model.py
+	$(PY) benchmarks/compression.py
 
-.PHONY: install profile test benchmark
+.PHONY: install run profile test benchmark

@@ -9,12 +9,24 @@ from fdi_keras import export, layers
 from fdi_keras.errors import MissingKindError, TreeFormatError, UnsupportedLayerError
 from fdi_keras.kernels import model_kernels
 from fdi_keras.latency import LatencyReport, predict_latency
+from fdi_keras.prune import (
+    FastDeepIoTCallback,
+    LatencyAware,
+    LatencyRegularizer,
+    latency_aware,
+    strip,
+)
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing import TimingTree
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FastDeepIoTCallback",
+    "LatencyAware",
+    "LatencyRegularizer",
+    "latency_aware",
+    "strip",
     "LatencyReport",
     "LayerSpec",
     "MissingKindError",

@@ -69,12 +69,18 @@ def predict_latency(model: keras.Model, tree: TimingTree) -> LatencyReport:
     """Predicts the LiteRT latency of `model` (batch 1) on the device `tree` was profiled on.
 
     Each kernel is predicted as a single-kernel model's invoke (which includes one invoke's
-    overhead); the total counts that overhead once.
+    overhead); the total counts that overhead once. A gated (`latency_aware`) model is
+    predicted as `strip(model)`, its current hard structure.
 
     Example:
         >>> report = fdi_keras.predict_latency(model, fdi_keras.TimingTree.load("tree.json"))
         >>> report.total_ms, print(report)
     """
+    from fdi_keras.prune.strip import strip  # a gated model is predicted as it would be stripped
+    from fdi_keras.prune.wrapper import LatencyAware
+
+    if any(isinstance(layer, LatencyAware) for layer in model.layers):
+        model = strip(model)
     dtype = tree.metadata_.get("dtype") or "float32"
     threads = tree.metadata_.get("threads") or 1
     rows = []

@@ -28,3 +28,17 @@ class FlopsLinear:
 
     def predict(self, specs: list[LayerSpec]) -> np.ndarray:
         return np.array([float(self._x([s])[0] @ self.weights_[s.kind]) for s in specs])
+
+    def as_tree(self):
+        """A depth-0 TimingTree whose only leaf per kind is this FLOPs model: the cost model of
+        the FLOPs-driven ablation, usable wherever a TimingTree is."""
+        from fdi_keras.timing.growth import FlatTree
+        from fdi_keras.timing.tree import TimingTree
+
+        tree = TimingTree(max_depth=0, tiles=(1,))
+        for kind, (intercept, per_flop) in self.weights_.items():
+            flat = FlatTree()
+            flat.add_leaf([intercept, per_flop, 0.0, 0.0, 0.0], 0)
+            tree.kinds_[kind] = {"tile": 1, "tree": flat, "rows": 0, "validation_mape": None}
+        tree.metadata_ = {"model": "FLOPs-linear"}
+        return tree

@@ -1,0 +1,271 @@
+"""Benchmark of latency-steered compression (FastDeepIoT) against its ablations and baselines.
+
+    python benchmarks/compression.py --datasets=mnist,har      # about an hour on 2 cores
+
+Per dataset, side by side in one run, LiteRT fp32, 1 thread: the dense model; FastDeepIoT
+(tree-steered, hard-concrete gates, expansion); the same with straight-through gates; without
+expansion; with a FLOPs cost instead of the tree; and L1-magnitude channel pruning at the
+FastDeepIoT model's predicted latency. Each: test accuracy, measured TFLite latency (median,
+spread), predicted latency, epochs, wall time; a Pareto plot; the per-epoch training overhead
+of the wrappers and callback. Results go to the `compression` section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import environment, table, write_section  # noqa: E402
+from examples import datasets, models  # noqa: E402
+from fdi_keras import latency_aware, predict_latency, strip  # noqa: E402
+from fdi_keras.compress import compress  # noqa: E402
+from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
+from fdi_keras.profiling import LocalRunner, run_profile, sample_all  # noqa: E402
+from fdi_keras.prune.regularizer import gate_groups  # noqa: E402
+from fdi_keras.timing import FlopsLinear, TimingTree, rows_to_dataset  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("datasets", ["mnist", "har"], "mnist, har, cifar10.")
+flags.DEFINE_string(
+    "profile_dir",
+    "benchmarks/out/timing_model/profile",
+    "Profile of this CPU (extended with the kinds these models need).",
+)
+flags.DEFINE_string("data_dir", datasets.DEFAULT_DATA_DIR, "Folder of the .npz datasets.")
+flags.DEFINE_float("target_speedup", 3.0, "Predicted speedup asked of every compressor.")
+flags.DEFINE_float("epoch_scale", 1.0, "Multiplies every epoch count (0.1 for a smoke run).")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SETUPS = {  # model, data loader, dense epochs, compression epochs, fine-tune epochs
+    "mnist": (models.lenet5, datasets.mnist, 4, 6, 2),
+    "har": (models.deepsense_har, datasets.uci_har, 15, 10, 4),
+    "cifar10": (models.cifar_cnn, datasets.cifar10, 15, 10, 4),
+}
+KINDS = {
+    "conv2d": 1500,
+    "depthwise_conv2d": 1000,
+    "dense": 600,
+    "pool2d": 300,
+    "global_pool": 200,
+    "add": 300,
+    "softmax": 100,
+    "gru": 200,
+}
+
+
+def device_trees():
+    rows = run_profile([LocalRunner()], sample_all(list(KINDS), KINDS), FLAGS.profile_dir).rows
+    tree = TimingTree().fit_rows(rows)
+    specs, y = [], []
+    for s, t in rows_to_dataset(rows).values():
+        specs += s
+        y += list(t)
+    return tree, FlopsLinear().fit(specs, np.array(y)).as_tree()
+
+
+def l1_prune(dense, tree, target_ms):
+    """Uniform L1-magnitude channel pruning whose predicted latency matches `target_ms`."""
+    gated = latency_aware(dense)
+    groups = gate_groups(gated)
+    norms = {
+        root: sum(
+            np.abs(keras.ops.convert_to_numpy(w.layer.kernel)).reshape(-1, w.channels).sum(0)
+            for w in ws
+        )
+        for root, ws in groups.items()
+    }
+
+    def apply(ratio):
+        for root, ws in groups.items():
+            keep = max(1, int(round(ratio * len(norms[root]))))
+            logits = np.full(len(norms[root]), -9.0)
+            logits[np.argsort(-norms[root])[:keep]] = 9.0
+            for w in ws:
+                w.set_gate_logits(logits)
+        return predict_latency(gated, tree).total_ms
+
+    lo, hi = 0.02, 1.0
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if apply(mid) < target_ms else (lo, mid)
+    apply(lo)
+    return strip(gated)
+
+
+def fit(model, x, y, epochs, batch_size=64):
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    start = time.time()
+    if epochs:
+        model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+    return time.time() - start
+
+
+def epoch_overhead(dense, tree, x, y):
+    """Seconds per epoch of the plain model vs the gated model with the callback (2nd epoch)."""
+    from fdi_keras import FastDeepIoTCallback
+
+    plain = keras.models.clone_model(dense)
+    plain.compile("adam", "sparse_categorical_crossentropy")
+    gated = latency_aware(dense)
+    gated.compile("adam", "sparse_categorical_crossentropy")
+    times = {}
+    for name, model, cbs in (
+        ("plain", plain, []),
+        ("gated", gated, [FastDeepIoTCallback(tree, verbose=0)]),
+    ):
+        model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=cbs)
+        start = time.time()
+        model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=cbs)
+        times[name] = time.time() - start
+    return times
+
+
+def run_dataset(name, tree, flops_tree):
+    build, load, dense_epochs, comp_epochs, ft_epochs = SETUPS[name]
+    scale = lambda e: max(1, int(round(e * FLAGS.epoch_scale)))  # noqa: E731
+    (x, y), (x_test, y_test) = load(FLAGS.data_dir)
+    keras.utils.set_random_seed(0)
+    dense = build()
+    dense_seconds = fit(dense, x, y, scale(dense_epochs))
+    dense_ms = predict_latency(dense, tree).total_ms
+    target = dense_ms / FLAGS.target_speedup
+    variants = {"dense": (dense, dense_seconds, scale(dense_epochs))}
+    for label, kwargs in (
+        ("FastDeepIoT", {}),
+        ("straight-through gates", {"gate": "straight_through"}),
+        ("no expansion", {"expand": False}),
+        ("FLOPs cost", {"cost_tree": flops_tree}),
+    ):
+        keras.utils.set_random_seed(0)
+        r = compress(dense, tree, x, y, target, scale(comp_epochs), scale(ft_epochs), **kwargs)
+        variants[label] = (r.model, r.seconds, r.epochs)
+    fdi_pred = predict_latency(variants["FastDeepIoT"][0], tree).total_ms
+    start = time.time()
+    l1 = l1_prune(dense, tree, fdi_pred)
+    seconds = time.time() - start + fit(l1, x, y, scale(comp_epochs) + scale(ft_epochs))
+    variants["L1 magnitude (matched latency)"] = (
+        l1,
+        seconds,
+        scale(comp_epochs) + scale(ft_epochs),
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        flatbuffers = [to_tflite(m) for m, _, _ in variants.values()]
+    timings = measure_latency(flatbuffers, rounds=21)
+    rows = []
+    for (label, (model, seconds, epochs)), t in zip(variants.items(), timings):
+        acc = float(
+            np.mean(np.argmax(model.predict(x_test, verbose=0, batch_size=256), -1) == y_test)
+        )
+        rows.append(
+            dict(
+                label=label,
+                acc=acc,
+                ms=t.median_ms,
+                spread=t.spread,
+                pred=predict_latency(model, tree).total_ms,
+                epochs=epochs,
+                seconds=seconds,
+                params=model.count_params(),
+            )
+        )
+    overhead = epoch_overhead(dense, tree, x, y)
+    return rows, overhead, target
+
+
+def pareto_plot(results):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
+    for ax, (name, (rows, _, _)) in zip(axes[0], results.items()):
+        for r in rows:
+            ax.plot(r["ms"], 100 * r["acc"], "o")
+            ax.annotate(
+                r["label"],
+                (r["ms"], 100 * r["acc"]),
+                fontsize=8,
+                xytext=(4, 2),
+                textcoords="offset points",
+            )
+        ax.set(
+            title=name, xlabel="measured latency (ms, LiteRT, 1 thread)", ylabel="test accuracy (%)"
+        )
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(HERE, "compression_pareto.png"), dpi=110)
+
+
+def main(argv):
+    del argv
+    env = environment()
+    tree, flops_tree = device_trees()
+    results = {name: run_dataset(name, tree, flops_tree) for name in FLAGS.datasets}
+    pareto_plot(results)
+    lines = [
+        "## Compression (`benchmarks/compression.py`)",
+        "",
+        f"Run: {env}. LiteRT XNNPack, 1 thread, fp32, batch 1; every variant of a dataset "
+        f"measured side by side in one run (21 interleaved rounds). Target: predicted "
+        f"{FLAGS.target_speedup:g}x faster than the dense model.",
+        "",
+    ]
+    for name, (rows, overhead, target) in results.items():
+        dense = rows[0]
+        lines += [
+            f"### {name} (target {target:.3f} ms predicted)",
+            "",
+            table(
+                [
+                    "model",
+                    "accuracy",
+                    "measured ms",
+                    "spread",
+                    "predicted ms",
+                    "measured speedup",
+                    "predicted speedup",
+                    "params",
+                    "epochs",
+                    "wall s",
+                ],
+                [
+                    [
+                        r["label"],
+                        f"{100 * r['acc']:.2f}%",
+                        f"{r['ms']:.3f}",
+                        f"{100 * r['spread']:.1f}%",
+                        f"{r['pred']:.3f}",
+                        f"{dense['ms'] / r['ms']:.2f}x",
+                        f"{dense['pred'] / r['pred']:.2f}x",
+                        r["params"],
+                        r["epochs"],
+                        f"{r['seconds']:.0f}",
+                    ]
+                    for r in rows
+                ],
+            ),
+            "",
+            f"Training overhead of wrappers + callback: {overhead['gated']:.1f} s vs "
+            f"{overhead['plain']:.1f} s per epoch "
+            f"({100 * (overhead['gated'] / overhead['plain'] - 1):+.0f}%).",
+            "",
+        ]
+    lines += ["![pareto](compression_pareto.png)"]
+    write_section("compression", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,96 @@
+"""The whole FastDeepIoT compression run: gate, fit with the callback, strip, fine-tune."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import keras
+
+from fdi_keras.latency import predict_latency
+from fdi_keras.prune import FastDeepIoTCallback, latency_aware, strip
+from fdi_keras.timing.tree import TimingTree
+
+
+@dataclasses.dataclass
+class CompressionResult:
+    """The compressed (stripped, fine-tuned) model and how it got there."""
+
+    model: keras.Model
+    predicted_ms_before: float
+    predicted_ms_after: float
+    epochs: int
+    seconds: float
+    epoch_log: list
+    strip_history: list
+
+
+def compress(
+    model: keras.Model,
+    tree: TimingTree,
+    x,
+    y,
+    target_latency_ms: float,
+    epochs: int = 10,
+    finetune_epochs: int = 3,
+    batch_size: int = 64,
+    validation_data=None,
+    gate: str = "hard_concrete",
+    expand: bool = True,
+    strength: float = 0.1,
+    cost_tree: TimingTree | None = None,
+    optimizer: Callable[[], keras.optimizers.Optimizer] = lambda: keras.optimizers.Adam(1e-3),
+    loss="sparse_categorical_crossentropy",
+    verbose: int = 0,
+) -> CompressionResult:
+    """Compresses a trained `model` toward `target_latency_ms` on the device of `tree`.
+
+    Args:
+        model: a trained functional/Sequential model (left untouched).
+        tree: the device's timing tree; reported latencies are predicted with it.
+        x, y: training data (the callback needs real gradients of the task loss).
+        target_latency_ms: the latency to reach.
+        epochs: epochs of latency-aware training; finetune_epochs: epochs after `strip`.
+        gate: gate formulation ("hard_concrete" or "straight_through").
+        expand: expand layers to nearby local minima of the time staircase.
+        strength: initial penalty strength.
+        cost_tree: the cost model that steers pruning, when it is not `tree` (e.g. the
+            FLOPs-linear ablation, `FlopsLinear.as_tree()`).
+    """
+    start = time.time()
+    before = predict_latency(model, tree).total_ms
+    gated = latency_aware(model, gate=gate)
+    gated.compile(optimizer(), loss, metrics=["accuracy"])
+    callback = FastDeepIoTCallback(
+        cost_tree or tree, target_latency_ms, strength=strength, expand=expand, verbose=verbose
+    )
+    gated.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=validation_data,
+        callbacks=[callback],
+        verbose=0,
+    )
+    small = strip(gated)
+    if finetune_epochs:
+        small.compile(optimizer(), loss, metrics=["accuracy"])
+        small.fit(
+            x,
+            y,
+            epochs=finetune_epochs,
+            batch_size=batch_size,
+            validation_data=validation_data,
+            verbose=0,
+        )
+    return CompressionResult(
+        small,
+        before,
+        predict_latency(small, tree).total_ms,
+        epochs + finetune_epochs,
+        time.time() - start,
+        callback.history,
+        small.strip_history,
+    )

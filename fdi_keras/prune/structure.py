@@ -1,0 +1,111 @@
+"""Who owns the channels of each tensor: the gate groups of a model (Torch-Pruning's idea).
+
+A tensor's channels are *owned* by the gated block that produced them; layers that keep the
+channel layout (BatchNormalization, activations, pooling, padding, dropout, DepthwiseConv2D)
+pass ownership on; an element-wise merge (`Add`) couples the owners of its inputs into one
+group. A group that meets a model output, a model input, a layer that creates its own channels
+without a gate, or a consumer strip cannot adjust is *fixed*: its channels cannot be removed.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from fdi_keras.prune.graph import layer_inputs
+
+L = keras.layers
+CHANNEL_PRESERVING = (
+    L.BatchNormalization,
+    L.Activation,
+    L.ReLU,
+    L.Dropout,
+    L.SpatialDropout1D,
+    L.SpatialDropout2D,
+    L.MaxPooling1D,
+    L.MaxPooling2D,
+    L.AveragePooling1D,
+    L.AveragePooling2D,
+    L.GlobalAveragePooling1D,
+    L.GlobalAveragePooling2D,
+    L.GlobalMaxPooling1D,
+    L.GlobalMaxPooling2D,
+    L.ZeroPadding1D,
+    L.ZeroPadding2D,
+    L.GaussianNoise,
+    L.Identity,
+    L.DepthwiseConv2D,
+)
+ELEMENTWISE = (L.Add, L.Multiply, L.Subtract, L.Average, L.Maximum, L.Minimum)
+# Consumers whose input dimension strip can slice (or that pass channels on).
+ADJUSTABLE = (
+    CHANNEL_PRESERVING
+    + ELEMENTWISE
+    + (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D, L.GRU, L.LSTM, L.Flatten, L.Concatenate)
+)
+
+
+class Groups:
+    """Union-find over channel owners; owner ids are layer names, 'fixed' marks groups that
+    must keep all their channels."""
+
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+        self.fixed: set[str] = set()
+
+    def find(self, a: str) -> str:
+        self.parent.setdefault(a, a)
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: str, b: str) -> str:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+            if rb in self.fixed:
+                self.fixed.add(ra)
+        return ra
+
+    def fix(self, a: str) -> None:
+        self.fixed.add(self.find(a))
+
+    def is_fixed(self, a: str) -> bool:
+        return self.find(a) in self.fixed
+
+
+def channel_owners(model, block_of) -> tuple[dict, Groups]:
+    """owner of every layer output (by id(tensor)) and the groups.
+
+    `block_of(layer)` returns the name of the gated block whose output `layer`'s output is
+    (the block's last layer), or None.
+    """
+    groups = Groups()
+    owner = {}
+    for t in model.inputs:
+        owner[id(t)] = f"input:{t.name}"
+        groups.fix(owner[id(t)])
+    for layer in model.layers:
+        if isinstance(layer, L.InputLayer):
+            continue
+        ins = [owner.get(id(t)) for t in layer_inputs(layer)]
+        block = block_of(layer)
+        if block is not None:
+            out = block
+        elif isinstance(layer, CHANNEL_PRESERVING + (L.Flatten,)):
+            out = ins[0]  # Flatten keeps ownership: its units are channel x spatial position
+        elif isinstance(layer, ELEMENTWISE):
+            out = ins[0]
+            for other in ins[1:]:
+                out = groups.union(out, other)
+        else:
+            out = f"fixed:{layer.name}"
+            groups.fix(out)
+        if not isinstance(layer, ADJUSTABLE) and block is None:
+            for o in ins:
+                groups.fix(o)
+        owner[id(layer.output)] = out
+        groups.find(out)
+    for t in model.outputs:
+        groups.fix(owner[id(t)])
+    return owner, groups

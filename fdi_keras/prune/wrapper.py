@@ -1,0 +1,186 @@
+"""LatencyAware: a Keras Wrapper that gives a layer one trainable gate per output channel/unit."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from fdi_keras.prune.gates import get_gate
+
+L = keras.layers
+GATEABLE = (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D)
+
+
+def output_channels(layer) -> int:
+    """Number of output channels/units a gate vector of `layer` has."""
+    return layer.units if isinstance(layer, L.Dense) else layer.filters
+
+
+@keras.saving.register_keras_serializable(package="fdi_keras")
+class LatencyAware(L.Wrapper):
+    """Gates the output channels (units) of a Dense/Conv layer, so training can remove them.
+
+    The wrapped block is what the runtime fuses into one kernel: the layer, optionally the
+    BatchNormalization and the activation layer that follow it; the gate multiplies the block's
+    output, so a closed channel is exactly zero for every consumer and `strip` can remove it.
+    During training each gate is sampled from its logit (`fdi_keras.prune.gates`); in inference
+    gates are 0/1 and at least `min_channels` stay open. In training the layer adds
+    `penalty_scale * channel_cost * expected_alive_channels` to the model's losses; both scalars
+    are set every epoch by `FastDeepIoTCallback` from the timing tree (without the callback they
+    stay 0 and nothing pushes gates to close).
+
+    Args:
+        layer: a `Dense`, `Conv1D`, `Conv2D` or `SeparableConv2D` layer.
+        norm: optional `BatchNormalization` applied to the layer's output.
+        activation: optional activation layer (`ReLU`, `Activation`) applied after `norm`.
+        gate: "hard_concrete" (default) or "straight_through".
+        group: name shared by layers whose outputs are coupled (joined by `Add`); the callback
+            keeps the gates of a group identical.
+        min_channels: fewest channels that stay alive.
+        init_logit: initial gate logit (open, with a margin).
+        logit_scale: the logit is `logit_scale * parameter`, which multiplies the gates'
+            effective learning rate (Adam's steps are scale-free) so that a few epochs can
+            close a gate.
+        seed: seed of the training-time gate noise.
+
+    Example:
+        >>> conv, bn = keras.layers.Conv2D(32, 3), keras.layers.BatchNormalization()
+        >>> wrapped = LatencyAware(conv, norm=bn, activation=keras.layers.ReLU())
+        >>> y = wrapped(keras.ops.ones((1, 8, 8, 3)))
+    """
+
+    def __init__(
+        self,
+        layer,
+        norm=None,
+        activation=None,
+        gate="hard_concrete",
+        group=None,
+        min_channels=1,
+        init_logit=2.0,
+        logit_scale=10.0,
+        seed=None,
+        **kwargs,
+    ):
+        if not isinstance(layer, GATEABLE):
+            names = ", ".join(c.__name__ for c in GATEABLE)
+            raise ValueError(
+                f"LatencyAware can wrap {names}. Received: layer={layer.name!r} of "
+                f"class {type(layer).__name__}"
+            )
+        if norm is not None and not isinstance(norm, L.BatchNormalization):
+            raise ValueError(
+                "norm must be a BatchNormalization layer or None. Received: "
+                f"norm={type(norm).__name__}"
+            )
+        if activation is not None and not isinstance(activation, (L.ReLU, L.Activation)):
+            raise ValueError(
+                "activation must be a ReLU or Activation layer or None. Received: "
+                f"activation={type(activation).__name__}"
+            )
+        if int(min_channels) != min_channels or min_channels < 1:
+            raise ValueError(
+                f"min_channels must be an integer >= 1. Received: min_channels={min_channels}"
+            )
+        super().__init__(layer, **kwargs)
+        self.norm = norm
+        self.activation_layer = activation
+        self.gate = get_gate(gate).name
+        self.group = group
+        self.min_channels = int(min_channels)
+        self.init_logit = float(init_logit)
+        self.logit_scale = float(logit_scale)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.channels = output_channels(layer)
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        shape = self.layer.compute_output_shape(input_shape)
+        for sub in (self.norm, self.activation_layer):
+            if sub is not None and not sub.built:
+                sub.build(shape)
+        n = self.channels
+        self.gate_parameters = self.add_weight(
+            shape=(n,),
+            initializer=keras.initializers.Constant(self.init_logit / self.logit_scale),
+            name="gate_parameters",
+        )
+        self.alive = self.add_weight(shape=(n,), initializer="ones", trainable=False, name="alive")
+        self.channel_cost = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="channel_cost"
+        )
+        self.penalty_scale = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="penalty_scale"
+        )
+        self.built = True
+
+    @property
+    def gate_logits(self):
+        """The gates' logits (a tensor); `set_gate_logits` writes them."""
+        return self.gate_parameters * self.logit_scale
+
+    def set_gate_logits(self, logits) -> None:
+        self.gate_parameters.assign(np.asarray(logits, "float32") / self.logit_scale)
+
+    def expected_alive(self):
+        """Differentiable expected number of alive channels."""
+        return ops.sum(get_gate(self.gate).open_probability(self.gate_logits) * self.alive)
+
+    def inference_mask(self):
+        """The 0/1 mask used in inference: open gates of alive channels, at least min_channels."""
+        is_open = get_gate(self.gate).is_open(self.gate_logits) * self.alive
+        ranked = ops.where(self.alive > 0, self.gate_logits, -1e9 * ops.ones_like(self.gate_logits))
+        kth = ops.top_k(ranked, self.min_channels)[0][-1]
+        fallback = ops.cast(ranked >= kth, "float32")
+        return ops.where(ops.sum(is_open) >= self.min_channels, is_open, fallback)
+
+    def call(self, inputs, training=None):
+        outputs = self.layer(inputs)
+        if self.norm is not None:
+            outputs = self.norm(outputs, training=training)
+        if self.activation_layer is not None:
+            outputs = self.activation_layer(outputs)
+        if training:
+            gate = (
+                get_gate(self.gate).train_gate(self.gate_logits, self.seed_generator) * self.alive
+            )
+            self.add_loss(self.penalty_scale * self.channel_cost * self.expected_alive())
+        else:
+            gate = self.inference_mask()
+        return outputs * ops.cast(gate, outputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def mask(self) -> np.ndarray:
+        """Boolean alive mask (host side) of the output channels."""
+        return keras.ops.convert_to_numpy(self.inference_mask()) > 0.5
+
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        return {
+            **super().get_config(),
+            "norm": serialize(self.norm) if self.norm is not None else None,
+            "activation": serialize(self.activation_layer)
+            if self.activation_layer is not None
+            else None,
+            "gate": self.gate,
+            "group": self.group,
+            "min_channels": self.min_channels,
+            "init_logit": self.init_logit,
+            "logit_scale": self.logit_scale,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in ("norm", "activation"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key], custom_objects=custom_objects
+                )
+        return super().from_config(config, custom_objects)

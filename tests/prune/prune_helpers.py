@@ -1,0 +1,36 @@
+"""Shared by the pruning tests: a synthetic staircase device and a small LeNet."""
+
+import keras
+
+from fdi_keras.features import compute_features
+
+KINDS = (
+    "conv2d",
+    "depthwise_conv2d",
+    "dense",
+    "pool2d",
+    "global_pool",
+    "add",
+    "concat",
+    "softmax",
+    "activation",
+    "gru",
+)
+
+
+def staircase_time(spec):
+    """A device whose kernels step at multiples of 16 channels: 1 us + work on padded channels."""
+    f = compute_features(spec, tile=16)
+    return 1.0 + 1e-3 * f["flops"] / 2 + 1e-4 * (f["bytes_in"] + f["bytes_out"])
+
+
+def lenet(width=(16, 32, 64)):
+    L = keras.layers
+    x = keras.Input((28, 28, 1))
+    h = L.Conv2D(width[0], 5, activation="relu")(x)
+    h = L.MaxPooling2D()(h)
+    h = L.Conv2D(width[1], 5, activation="relu")(h)
+    h = L.MaxPooling2D()(h)
+    h = L.Flatten()(h)
+    h = L.Dense(width[2], activation="relu")(h)
+    return keras.Model(x, L.Dense(10, activation="softmax")(h))

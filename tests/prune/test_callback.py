@@ -1,0 +1,107 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from prune_helpers import lenet, staircase_time
+
+import fdi_keras
+from fdi_keras.profiling.sampling import sample_configs
+from fdi_keras.prune import FastDeepIoTCallback, latency_aware, strip
+from fdi_keras.timing import TimingTree
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def compiled(model):
+    model.compile(
+        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    return model
+
+
+def test_a_real_fit_prunes_toward_the_target_and_logs(staircase_tree, mnist_slice):
+    x, y = mnist_slice
+    gated = compiled(latency_aware(lenet()))
+    start = fdi_keras.predict_latency(lenet(), staircase_tree).total_ms
+    callback = FastDeepIoTCallback(
+        staircase_tree, target_latency_ms=start / 3, strength=2.0, verbose=0
+    )
+    history = gated.fit(x, y, epochs=6, batch_size=16, callbacks=[callback], verbose=0)
+    logs = history.history
+    assert len(logs["predicted_latency_ms"]) == 6 and "width/conv2d" in str(list(logs))
+    assert logs["predicted_latency_ms"][-1] < start
+    small = strip(gated)
+    np.testing.assert_allclose(small(x[:8]), gated(x[:8], training=False), atol=1e-5)
+    assert fdi_keras.predict_latency(small, staircase_tree).total_ms == pytest.approx(
+        logs["predicted_latency_ms"][-1]
+    )
+    gated.fit(x, y, epochs=1, batch_size=64, callbacks=[callback], verbose=0)
+    assert len(callback.history) == 1  # state reset in on_train_begin
+
+
+def test_errors_and_warnings(staircase_tree, mnist_slice):
+    x, y = mnist_slice
+    with pytest.raises(ValueError, match="no LatencyAware layers.*latency_aware"):
+        compiled(lenet()).fit(
+            x[:32], y[:32], callbacks=[FastDeepIoTCallback(staircase_tree)], verbose=0
+        )
+    dense_only = [s for s in sample_configs("dense", 60)]
+    partial = TimingTree().fit(dense_only, [staircase_time(s) for s in dense_only])
+    with pytest.raises(fdi_keras.MissingKindError, match="'conv2d'"):
+        compiled(latency_aware(lenet())).fit(
+            x[:32], y[:32], verbose=0, callbacks=[FastDeepIoTCallback(partial)]
+        )
+    with pytest.warns(UserWarning, match="below the .* ms the tree predicts"):
+        compiled(latency_aware(lenet())).fit(
+            x[:32],
+            y[:32],
+            verbose=0,
+            callbacks=[FastDeepIoTCallback(staircase_tree, target_latency_ms=1e-6, verbose=0)],
+        )
+    with pytest.raises(ValueError, match="target_latency_ms must be positive"):
+        FastDeepIoTCallback(staircase_tree, target_latency_ms=0)
+
+
+def test_config_round_trip(staircase_tree):
+    cb = FastDeepIoTCallback(staircase_tree, target_latency_ms=1.5, strength=0.2, expand=False)
+    clone = FastDeepIoTCallback.from_config(cb.get_config())
+    assert clone.get_config() == cb.get_config()
+
+
+@pytest.mark.slow
+def test_fit_under_mirrored_strategy_with_two_cpu_devices(tmp_path):
+    script = textwrap.dedent(f"""
+        import os
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        import sys; sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, logical)
+        import keras, fdi_keras
+        from prune_helpers import lenet, staircase_time, KINDS
+        from fdi_keras.profiling.sampling import sample_configs
+        specs = [s for k in KINDS for s in sample_configs(k, 60, seed=7)]
+        tree = fdi_keras.TimingTree(tiles=(16,)).fit(specs, [staircase_time(s) for s in specs])
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        with strategy.scope():
+            gated = fdi_keras.latency_aware(lenet())
+            gated.compile("adam", "sparse_categorical_crossentropy")
+        x = np.random.default_rng(0).random((128, 28, 28, 1), "float32")
+        y = np.random.default_rng(1).integers(0, 10, 128)
+        cb = fdi_keras.FastDeepIoTCallback(tree, target_latency_ms=0.01, verbose=0)
+        h = gated.fit(x, y, epochs=2, batch_size=32, callbacks=[cb], verbose=0)
+        assert len(h.history["predicted_latency_ms"]) == 2
+        small = fdi_keras.strip(gated)
+        np.testing.assert_allclose(small(x[:4]), gated(x[:4], training=False), atol=1e-5)
+        print("OK")
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert result.stdout.strip().endswith("OK"), result.stderr[-3000:]

@@ -1,0 +1,66 @@
+import keras
+import numpy as np
+import pytest
+from prune_helpers import lenet
+
+from fdi_keras.prune import LatencyRegularizer, expand_to_local_minima, latency_aware
+from fdi_keras.prune.expansion import best_width, group_time
+from fdi_keras.prune.regularizer import channel_dependencies
+from fdi_keras.timing import TimingTree
+
+L = keras.layers
+
+
+def test_costs_are_set_and_the_penalty_gradient_closes_gates(staircase_tree):
+    gated = latency_aware(lenet())
+    reg = LatencyRegularizer(staircase_tree, strength=1.0)
+    report = reg.update(gated)
+    wrapped = [layer for layer in gated.layers if hasattr(layer, "channel_cost")]
+    assert len(wrapped) == 3 and report.total_ms > 0
+    assert all(float(w.channel_cost) > 0 for w in wrapped)
+    import tensorflow as tf
+
+    x = np.zeros((1, 28, 28, 1), "float32")
+    with tf.GradientTape() as tape:
+        gated(x, training=True)
+        penalty = tf.add_n(gated.losses)
+    grads = tape.gradient(penalty, [w.gate_parameters for w in wrapped])
+    assert all((g.numpy() > 0).all() for g in grads)  # descent lowers every logit
+
+
+def test_flatten_dense_dependency_has_the_spatial_multiplier(staircase_tree):
+    gated = latency_aware(lenet((16, 32, 64)))
+    kernels, _ = channel_dependencies(gated)
+    dense = [deps for spec, deps in kernels if spec.kind == "dense" and spec.dims["cin"] == 512]
+    assert dense and dense[0][0][2] == 16  # 4x4 positions x 32 channels
+
+
+def test_expansion_moves_a_layer_to_the_top_of_its_stair(staircase_tree):
+    gated = latency_aware(lenet((16, 48, 16)))
+    conv = gated.layers[3]
+    alive = np.zeros(48, "float32")
+    alive[:17] = 1.0  # 17 channels: one step above 16, so 18..32 are free
+    conv.alive.assign(alive)
+    kernels, members = channel_dependencies(gated)
+    root = next(r for r, ws in members.items() if ws[0] is conv)
+    assert best_width(staircase_tree, kernels, root, 17, 40) == 32
+    assert best_width(staircase_tree, kernels, root, 17, 40, tolerance=0.0) < 32
+    t17, t32 = (group_time(staircase_tree, kernels, root, k) for k in (17, 32))
+    assert t32 <= 1.02 * t17 < group_time(staircase_tree, kernels, root, 33)
+    logits = np.full(48, -5.0)
+    logits[40] = -1.0  # the most important pruned channel comes back first
+    conv.set_gate_logits(np.where(alive > 0, 3.0, logits))
+    changes = expand_to_local_minima(gated, staircase_tree, window=1.0)
+    assert changes[root] == (17, 32)
+    assert conv.alive.numpy().sum() == 32 and conv.alive.numpy()[40] == 1
+    assert conv.mask().sum() == 32
+
+
+def test_config_round_trip(staircase_tree):
+    reg = LatencyRegularizer(staircase_tree, strength=0.3)
+    clone = LatencyRegularizer.from_config(reg.get_config())
+    assert clone.strength == 0.3
+    assert clone.tree.to_dict()["kinds"].keys() == staircase_tree.to_dict()["kinds"].keys()
+    with pytest.raises(ValueError, match="strength must be >= 0"):
+        LatencyRegularizer(staircase_tree, strength=-1)
+    assert isinstance(clone.tree, TimingTree)

@@ -1,0 +1,113 @@
+import keras
+import numpy as np
+import pytest
+
+from fdi_keras.prune import LatencyAware, latency_aware
+
+L = keras.layers
+
+
+def block_model():
+    x = keras.Input((8, 8, 3))
+    y = LatencyAware(
+        L.Conv2D(6, 3),
+        norm=L.BatchNormalization(),
+        activation=L.ReLU(),
+        gate="straight_through",
+        group="g",
+        min_channels=2,
+        seed=3,
+    )(x)
+    y = L.GlobalAveragePooling2D()(y)
+    return keras.Model(x, L.Dense(2)(y))
+
+
+def test_config_round_trip():
+    layer = block_model().layers[1]
+    clone = LatencyAware.from_config(layer.get_config())
+    assert (clone.gate, clone.group, clone.min_channels, clone.seed) == (
+        "straight_through",
+        "g",
+        2,
+        3,
+    )
+    assert isinstance(clone.norm, L.BatchNormalization) and isinstance(
+        clone.activation_layer, L.ReLU
+    )
+    assert clone.get_config() == layer.get_config()
+
+
+def test_keras_save_load_then_resume_training(tmp_path):
+    model = block_model()
+    model.compile("adam", "mse")
+    x = np.random.default_rng(0).standard_normal((16, 8, 8, 3)).astype("float32")
+    y = np.zeros((16, 2), "float32")
+    model.fit(x, y, epochs=1, verbose=0)
+    layer = model.layers[1]
+    layer.set_gate_logits([5, -5, 5, -5, 5, 5])
+    path = str(tmp_path / "gated.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert loaded.layers[1].mask().tolist() == [True, False, True, False, True, True]
+    steps_before = int(loaded.optimizer.iterations.numpy())
+    loaded.fit(x, y, epochs=1, verbose=0)
+    assert int(loaded.optimizer.iterations.numpy()) > steps_before > 0
+
+
+def test_closed_gates_zero_their_channels_and_min_channels_is_kept():
+    layer = LatencyAware(L.Dense(4, bias_initializer="ones"), min_channels=2)
+    x = np.ones((1, 3), "float32")
+    layer(x)
+    layer.set_gate_logits([-9, 1, 2, -9])
+    out = layer(x, training=False).numpy()[0]
+    assert out[0] == 0 and out[3] == 0 and out[1] != 0 and out[2] != 0
+    layer.set_gate_logits([-9, -8, -7, -6])  # all closed: the best two stay
+    assert layer.mask().tolist() == [False, False, True, True]
+
+
+def test_penalty_is_added_in_training_only():
+    layer = LatencyAware(L.Dense(4))
+    x = np.ones((1, 3), "float32")
+    layer(x)
+    layer.channel_cost.assign(0.5)
+    layer.penalty_scale.assign(2.0)
+    layer(x, training=True)
+    expected = 2.0 * 0.5 * float(layer.expected_alive())
+    assert float(sum(layer.losses)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_errors():
+    with pytest.raises(
+        ValueError, match="LatencyAware can wrap Dense.*Received: layer='lstm'.*LSTM"
+    ):
+        LatencyAware(L.LSTM(4, name="lstm"))
+    with pytest.raises(ValueError, match="norm must be a BatchNormalization"):
+        LatencyAware(L.Dense(4), norm=L.LayerNormalization())
+    with pytest.raises(ValueError, match="min_channels must be an integer >= 1"):
+        LatencyAware(L.Dense(4), min_channels=0)
+
+
+def test_latency_aware_wraps_blocks_groups_residuals_and_keeps_outputs():
+    x = keras.Input((8, 8, 4))
+    h = L.Conv2D(8, 3, padding="same")(x)
+    h = L.BatchNormalization()(h)
+    h = L.ReLU()(h)
+    r = L.Conv2D(8, 3, padding="same")(h)
+    r = L.BatchNormalization()(r)
+    h = L.ReLU()(L.Add()([h, r]))
+    h = L.GlobalAveragePooling2D()(h)
+    model = keras.Model(x, L.Dense(3, activation="softmax")(h))
+    gated = latency_aware(model)
+    wrapped = [layer for layer in gated.layers if isinstance(layer, LatencyAware)]
+    assert [w.layer.name for w in wrapped] == [model.layers[1].name, model.layers[4].name]
+    assert wrapped[0].group == wrapped[1].group is not None  # coupled by the Add
+    assert wrapped[0].norm is not None and wrapped[0].activation_layer is not None
+    assert not any(
+        isinstance(layer, LatencyAware) and layer.layer.units == 3
+        for layer in gated.layers
+        if hasattr(layer, "layer") and hasattr(layer.layer, "units")
+    )
+    data = np.random.default_rng(0).standard_normal((2, 8, 8, 4)).astype("float32")
+    np.testing.assert_allclose(gated(data), model(data), atol=1e-6)
+    assert len(model.layers) == 10  # the input model is untouched
