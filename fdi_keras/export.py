@@ -87,7 +87,8 @@ def _load(model: bytes | str) -> bytes:
 def measure_latency(
     tflite: bytes | str | list, backend: str = "local", threads: int = 1, **protocol
 ) -> Timing | list[Timing]:
-    """Measures TFLite model(s) with the profiler's protocol; `.median_ms` and `.spread`.
+    """Measures TFLite model(s) with the profiler's protocol: `.median_ms` with its `.spread`,
+    and `.min_ms`, the uncontended time that timing trees are fitted on and predict.
 
     Args:
         tflite: a flatbuffer, a path, or a list of them (timed side by side, interleaved).

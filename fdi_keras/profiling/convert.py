@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 
 from fdi_keras.specs import LayerSpec
 
@@ -17,6 +18,16 @@ CALIBRATION_SPEC = LayerSpec("conv2d", dict(h=14, w=14, cin=32, cout=32, kh=3, k
 def quiet_tensorflow() -> None:
     """Silences TensorFlow's C++ logging (set before TensorFlow is imported)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def die_with_parent() -> None:
+    """Converter-worker initializer: on Linux, exit when the profiler is killed, instead of
+    lingering with a loaded TensorFlow (prctl PR_SET_PDEATHSIG); a no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def convert_spec(spec: LayerSpec) -> bytes:

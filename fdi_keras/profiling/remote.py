@@ -104,11 +104,18 @@ def timing_from_benchmark(result: BenchmarkResult) -> Timing:
     `benchmark_model` reports the mean and standard deviation of its regular runs, not a
     median: `median_us` is that mean, unless the binary also printed a median (recent LiteRT
     builds do), and `spread` is std/mean (a relative standard deviation, not the local
-    runner's IQR/median). `rounds` and `invokes` are both the number of regular runs.
+    runner's IQR/median). `min_us` is the fastest regular run. `rounds` and `invokes` are
+    both the number of regular runs.
     """
     center = result.median_us if result.median_us is not None else result.avg_us
     spread = result.std_us / result.avg_us if result.avg_us > 0 else 0.0
-    return Timing(median_us=center, spread=spread, rounds=result.count, invokes=result.count)
+    return Timing(
+        median_us=center,
+        spread=spread,
+        rounds=result.count,
+        invokes=result.count,
+        min_us=result.min_us,
+    )
 
 
 class AdbRunner:
@@ -399,7 +406,7 @@ class SshRunner:
                 f"Command: {shlex.join(cmd)}"
             )
         return [
-            Timing(r["median_us"], r["spread"], r["rounds"], r["invokes"])
+            Timing(r["median_us"], r["spread"], r["rounds"], r["invokes"], r["min_us"])
             for r in (by_index[i] for i in range(len(models)))
         ]
 

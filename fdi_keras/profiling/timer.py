@@ -2,9 +2,12 @@
 
 A single model timed in one block is at the mercy of whatever the shared machine does during
 that block. Here every model of a batch is timed in each of several rounds, in a shuffled order,
-as a short burst of `invoke()` calls; a model's time is the median over rounds of the burst
-medians, its spread the inter-quartile range over rounds relative to that median, and models
-whose spread is too wide are measured again.
+as a short burst of `invoke()` calls. Two statistics come out: the median over rounds of the
+burst medians (with its spread, the inter-quartile range over rounds relative to it; models
+whose spread is too wide are measured again), and the minimum over all invokes. On a shared
+machine, interference only ever adds time, and it comes in waves of seconds that can slow
+everything by tens of percent; the minimum is the uncontended time and reproduces several times
+better than the median (docs/timing_model.md), so profiles and predictions use it.
 """
 
 from __future__ import annotations
@@ -22,16 +25,22 @@ MIN_BURST = 3
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """Median invoke time of one model, in microseconds, with its relative spread (IQR/median)."""
+    """Invoke time of one model in microseconds: the median over rounds with its relative
+    spread (IQR/median), and the minimum over all invokes (the uncontended time)."""
 
     median_us: float
     spread: float
     rounds: int
     invokes: int
+    min_us: float
 
     @property
     def median_ms(self) -> float:
         return self.median_us / 1000.0
+
+    @property
+    def min_ms(self) -> float:
+        return self.min_us / 1000.0
 
 
 def _random_inputs(interpreter: Interpreter, rng: np.random.Generator) -> None:
@@ -53,19 +62,22 @@ def make_interpreter(model: bytes, threads: int, seed: int = 0) -> Interpreter:
     return interpreter
 
 
-def _burst(invoke, n: int) -> float:
+def _burst(invoke, n: int) -> tuple[float, float]:
+    """(median, minimum) of `n` consecutive invokes, in microseconds."""
     clock = time.perf_counter_ns
     samples = np.empty(n)
     for i in range(n):
         start = clock()
         invoke()
         samples[i] = clock() - start
-    return float(np.median(samples)) / 1000.0
+    return float(np.median(samples)) / 1000.0, float(samples.min()) / 1000.0
 
 
-def _summarise(rounds: list[float], invokes: int) -> Timing:
-    q25, q50, q75 = np.percentile(rounds, [25, 50, 75])
-    return Timing(float(q50), float((q75 - q25) / q50) if q50 > 0 else 0.0, len(rounds), invokes)
+def _summarise(rounds: list[tuple[float, float]], invokes: int) -> Timing:
+    medians = [m for m, _ in rounds]
+    q25, q50, q75 = np.percentile(medians, [25, 50, 75])
+    spread = float((q75 - q25) / q50) if q50 > 0 else 0.0
+    return Timing(float(q50), spread, len(rounds), invokes, min(low for _, low in rounds))
 
 
 def time_models(
@@ -95,10 +107,10 @@ def time_models(
     for invoke in invokes:
         for _ in range(3):  # warm-up: caches, XNNPack weight packing
             invoke()
-        single = _burst(invoke, 3) * 1e-6
+        single = _burst(invoke, 3)[0] * 1e-6
         burst_sizes.append(int(np.clip(burst_seconds / max(single, 1e-7), MIN_BURST, 500)))
 
-    def measure(indices: list[int], n_rounds: int) -> dict[int, list[float]]:
+    def measure(indices: list[int], n_rounds: int) -> dict[int, list[tuple[float, float]]]:
         samples = {i: [] for i in indices}
         gc_was_enabled = gc.isenabled()
         gc.disable()
@@ -121,6 +133,8 @@ def time_models(
         again = measure(wide, rounds * 2 ** (attempt + 1))
         for i in wide:
             retry = _summarise(again[i], burst_sizes[i] * len(again[i]))
-            if retry.spread < timings[i].spread:
-                timings[i] = retry
+            low = min(retry.min_us, timings[i].min_us)
+            timings[i] = dataclasses.replace(
+                retry if retry.spread < timings[i].spread else timings[i], min_us=low
+            )
     return [timings[i] for i in indices]
