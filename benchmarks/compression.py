@@ -26,6 +26,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import environment, table, write_section  # noqa: E402
+from benchmarks.timing_model import COUNTS  # noqa: E402
 from examples import datasets, models  # noqa: E402
 from fdi_keras import latency_aware, predict_latency, strip  # noqa: E402
 from fdi_keras.compress import compress  # noqa: E402
@@ -51,16 +52,7 @@ SETUPS = {  # model, data loader, dense epochs, compression epochs, fine-tune ep
     "har": (models.deepsense_har, datasets.uci_har, 15, 10, 4),
     "cifar10": (models.cifar_cnn, datasets.cifar10, 15, 10, 4),
 }
-KINDS = {
-    "conv2d": 1500,
-    "depthwise_conv2d": 1000,
-    "dense": 600,
-    "pool2d": 300,
-    "global_pool": 200,
-    "add": 300,
-    "softmax": 100,
-    "gru": 200,
-}
+KINDS = {**COUNTS, "gru": 200}  # the timing benchmark's profile, plus what HAR needs
 
 
 def device_trees():

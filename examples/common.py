@@ -87,3 +87,36 @@ def run(
     for h in result.strip_history:
         print(f"  {h['layer']}: {h['channels']} -> {h['kept']} channels")
     return result
+
+
+def define_flags(
+    dataset_file: str, out_dir: str, epochs: int, compress_epochs: int, finetune_epochs: int
+) -> None:
+    """The flags every example takes, with that example's defaults."""
+    from absl import flags
+
+    from examples import datasets
+
+    flags.DEFINE_string("data_dir", datasets.DEFAULT_DATA_DIR, f"Folder holding {dataset_file}.")
+    flags.DEFINE_string("tree", "profiles/this_cpu/timing_tree.json", "This CPU's timing tree.")
+    flags.DEFINE_float("target_speedup", 3.0, "Target predicted speedup over the dense model.")
+    flags.DEFINE_integer("epochs", epochs, "Epochs of dense training.")
+    flags.DEFINE_integer("compress_epochs", compress_epochs, "Epochs of latency-aware training.")
+    flags.DEFINE_integer("finetune_epochs", finetune_epochs, "Epochs of fine-tuning after strip.")
+    flags.DEFINE_string("out_dir", out_dir, "Where models are written.")
+
+
+def run_from_flags(model, load) -> None:
+    from absl import flags
+
+    f = flags.FLAGS
+    run(
+        model,
+        load(f.data_dir),
+        f.tree,
+        f.target_speedup,
+        f.epochs,
+        f.compress_epochs,
+        f.finetune_epochs,
+        f.out_dir,
+    )

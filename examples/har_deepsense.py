@@ -7,34 +7,14 @@ with FastDeepIoT to a latency target on this CPU.
 import os
 import sys
 
-from absl import app, flags
+from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from examples import common, datasets, models  # noqa: E402
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", datasets.DEFAULT_DATA_DIR, "Folder holding uci_har.npz.")
-flags.DEFINE_string("tree", "profiles/this_cpu/timing_tree.json", "This CPU's timing tree.")
-flags.DEFINE_float("target_speedup", 3.0, "Target predicted speedup over the dense model.")
-flags.DEFINE_integer("epochs", 15, "Epochs of dense training.")
-flags.DEFINE_integer("compress_epochs", 10, "Epochs of latency-aware training.")
-flags.DEFINE_integer("finetune_epochs", 4, "Epochs of fine-tuning after strip.")
-flags.DEFINE_string("out_dir", "examples/out/har_deepsense", "Where models are written.")
-
-
-def main(argv):
-    del argv
-    common.run(
-        models.deepsense_har(),
-        datasets.uci_har(FLAGS.data_dir),
-        FLAGS.tree,
-        FLAGS.target_speedup,
-        FLAGS.epochs,
-        FLAGS.compress_epochs,
-        FLAGS.finetune_epochs,
-        FLAGS.out_dir,
-    )
-
+common.define_flags(
+    "uci_har.npz", "examples/out/har_deepsense", epochs=15, compress_epochs=10, finetune_epochs=4
+)
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(lambda argv: common.run_from_flags(models.deepsense_har(), datasets.uci_har))

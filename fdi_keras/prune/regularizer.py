@@ -36,8 +36,8 @@ CHANNEL_DIMS = {
     "add": {"c": "in"},
     "pad": {"c": "in"},
     "lrn": {"c": "in"},
-    "gru": {"cin": "in"},
-    "lstm": {"cin": "in"},
+    "gru": {"cin": "in", "units": "out"},
+    "lstm": {"cin": "in", "units": "out"},
 }
 
 
@@ -73,7 +73,7 @@ def channel_dependencies(model):
             "in": owner.get(id(layer_inputs(layer)[0])),
             "out": owner.get(id(layer.output)),
         }
-    width = {root: int(ws[0].alive.numpy().sum()) for root, ws in members.items()}
+    width = {root: int(ws[0].mask().sum()) for root, ws in members.items()}
     out = []
     for kernel in model_kernels(strip(model)):
         side = sides.get(kernel.layers[0])

@@ -15,41 +15,11 @@ import numpy as np
 
 from fdi_keras.errors import UnsupportedLayerError
 from fdi_keras.prune.graph import check_rebuildable, layer_inputs, rebuild
+from fdi_keras.prune.structure import CHANNEL_PRESERVING as PASS_THROUGH
+from fdi_keras.prune.structure import ELEMENTWISE
 from fdi_keras.prune.wrapper import LatencyAware
 
 L = keras.layers
-PASS_THROUGH = (
-    L.BatchNormalization,
-    L.Activation,
-    L.ReLU,
-    L.Softmax,
-    L.Dropout,
-    L.SpatialDropout1D,
-    L.SpatialDropout2D,
-    L.MaxPooling1D,
-    L.MaxPooling2D,
-    L.AveragePooling1D,
-    L.AveragePooling2D,
-    L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D,
-    L.GlobalMaxPooling1D,
-    L.GlobalMaxPooling2D,
-    L.ZeroPadding1D,
-    L.ZeroPadding2D,
-    L.GaussianNoise,
-    L.Identity,
-)
-ELEMENTWISE = (L.Add, L.Multiply, L.Subtract, L.Average, L.Maximum, L.Minimum)
-INPUT_SLICED = (
-    L.Dense,
-    L.Conv1D,
-    L.Conv2D,
-    L.SeparableConv2D,
-    L.DepthwiseConv2D,
-    L.GRU,
-    L.LSTM,
-    L.BatchNormalization,
-)
 
 
 def _propagate(model) -> tuple[dict, dict]:
@@ -124,8 +94,17 @@ def _sliced_weights(inner, keep_in, keep_out):
         kernel, *bias = w
         return [kernel[..., keep_in, :][..., keep_out], *[b[keep_out] for b in bias]]
     if isinstance(inner, (L.GRU, L.LSTM)):
-        kernel, *rest = w
-        return [kernel[keep_in], *rest]
+        kernel, recurrent, *bias = w
+        units = recurrent.shape[0]
+        if keep_out is None or len(keep_out) != units:  # an unwrapped layer keeps its units
+            keep_out = np.ones(units, bool)
+        blocks = kernel.shape[1] // units
+        cols = np.concatenate([b * units + np.flatnonzero(keep_out) for b in range(blocks)])
+        return [
+            kernel[keep_in][:, cols],
+            recurrent[keep_out][:, cols],
+            *[v[..., cols] for v in bias],
+        ]
     if isinstance(inner, L.BatchNormalization):
         return [v[keep_in] for v in w]
     return w
@@ -156,7 +135,7 @@ def strip(model: keras.Model) -> keras.Model:
         keep_in, keep_out = layer_in[id(layer)][0], layer_out[id(layer)]
         if isinstance(layer, LatencyAware):
             inner = layer.layer
-            size = "units" if isinstance(inner, L.Dense) else "filters"
+            size = "units" if isinstance(inner, (L.Dense, L.GRU, L.LSTM)) else "filters"
             new = _clone(inner, **{size: int(keep_out.sum())})
             out = new(ins[0])
             new.set_weights(_sliced_weights(inner, keep_in, keep_out))

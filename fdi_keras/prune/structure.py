@@ -1,8 +1,8 @@
 """Who owns the channels of each tensor: the gate groups of a model (Torch-Pruning's idea).
 
 A tensor's channels are *owned* by the gated block that produced them; layers that keep the
-channel layout (BatchNormalization, activations, pooling, padding, dropout, DepthwiseConv2D)
-pass ownership on; an element-wise merge (`Add`) couples the owners of its inputs into one
+channel layout (BatchNormalization, activations, pooling, padding, dropout, DepthwiseConv2D,
+Flatten) pass ownership on; an element-wise merge (`Add`) couples the owners of its inputs into one
 group. A group that meets a model output, a model input, a layer that creates its own channels
 without a gate, or a consumer strip cannot adjust is *fixed*: its channels cannot be removed.
 """
@@ -33,13 +33,14 @@ CHANNEL_PRESERVING = (
     L.ZeroPadding2D,
     L.GaussianNoise,
     L.Identity,
-    L.DepthwiseConv2D,
+    L.Softmax,
 )
 ELEMENTWISE = (L.Add, L.Multiply, L.Subtract, L.Average, L.Maximum, L.Minimum)
 # Consumers whose input dimension strip can slice (or that pass channels on).
 ADJUSTABLE = (
     CHANNEL_PRESERVING
     + ELEMENTWISE
+    + (L.DepthwiseConv2D,)
     + (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D, L.GRU, L.LSTM, L.Flatten, L.Concatenate)
 )
 
@@ -92,7 +93,7 @@ def channel_owners(model, block_of) -> tuple[dict, Groups]:
         block = block_of(layer)
         if block is not None:
             out = block
-        elif isinstance(layer, CHANNEL_PRESERVING + (L.Flatten,)):
+        elif isinstance(layer, CHANNEL_PRESERVING + (L.DepthwiseConv2D, L.Flatten)):
             out = ins[0]  # Flatten keeps ownership: its units are channel x spatial position
         elif isinstance(layer, ELEMENTWISE):
             out = ins[0]

@@ -6,7 +6,7 @@ import keras
 
 from fdi_keras.prune.graph import check_rebuildable, consumers, rebuild
 from fdi_keras.prune.structure import channel_owners
-from fdi_keras.prune.wrapper import GATEABLE, LatencyAware
+from fdi_keras.prune.wrapper import GATEABLE, RECURRENT, LatencyAware
 
 L = keras.layers
 
@@ -32,7 +32,8 @@ def _blocks(model) -> dict[int, list]:
         if not isinstance(layer, GATEABLE) or isinstance(layer, LatencyAware):
             continue
         chain = [layer]
-        for kind in (L.BatchNormalization, "activation"):
+        fusable = () if isinstance(layer, RECURRENT) else (L.BatchNormalization, "activation")
+        for kind in fusable:
             last = chain[-1]
             nxt = users[id(last)]
             if len(nxt) != 1 or id(last.output) in outputs:
@@ -50,10 +51,11 @@ def latency_aware(
     """A new model with every prunable Dense/Conv block wrapped in `LatencyAware`.
 
     A block is a Dense/Conv1D/Conv2D/SeparableConv2D layer with the BatchNormalization and the
-    activation layer that follow it. Blocks whose channels cannot be removed (they reach a model
-    output, or a consumer `strip` cannot adjust, or are merged by `Add` with an input or an
-    unwrapped layer) stay unwrapped; blocks joined by `Add` share a gate group. Weights are
-    copied; the input model is untouched. Layers named in `exclude` are left as they are.
+    activation layer that follow it, or a GRU/LSTM layer (its units). Blocks whose channels
+    cannot be removed (they reach a model output, or a consumer `strip` cannot adjust, or are
+    merged by `Add` with an input or an unwrapped layer) stay unwrapped; blocks joined by `Add`
+    share a gate group. Weights are copied; the input model is untouched. Layers named in
+    `exclude` are left as they are.
 
     Example:
         >>> gated = fdi_keras.latency_aware(model)

@@ -9,17 +9,25 @@ from keras import ops
 from fdi_keras.prune.gates import get_gate
 
 L = keras.layers
-GATEABLE = (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D)
+RECURRENT = (L.GRU, L.LSTM)
+GATEABLE = (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D) + RECURRENT
 
 
 def output_channels(layer) -> int:
     """Number of output channels/units a gate vector of `layer` has."""
-    return layer.units if isinstance(layer, L.Dense) else layer.filters
+    return layer.units if isinstance(layer, (L.Dense, *RECURRENT)) else layer.filters
+
+
+def gate_blocks(layer) -> tuple[int, int]:
+    """(number of gate blocks, index of the candidate block) in a GRU's [z, r, h] or an LSTM's
+    [i, f, c, o] kernel columns."""
+    return (3, 2) if isinstance(layer, L.GRU) else (4, 2)
 
 
 @keras.saving.register_keras_serializable(package="fdi_keras")
 class LatencyAware(L.Wrapper):
-    """Gates the output channels (units) of a Dense/Conv layer, so training can remove them.
+    """Gates the output channels (units) of a Dense/Conv/GRU/LSTM layer, so training can remove
+    them.
 
     The wrapped block is what the runtime fuses into one kernel: the layer, optionally the
     BatchNormalization and the activation layer that follow it; the gate multiplies the block's
@@ -31,7 +39,7 @@ class LatencyAware(L.Wrapper):
     stay 0 and nothing pushes gates to close).
 
     Args:
-        layer: a `Dense`, `Conv1D`, `Conv2D` or `SeparableConv2D` layer.
+        layer: a `Dense`, `Conv1D`, `Conv2D`, `SeparableConv2D`, `GRU` or `LSTM` layer.
         norm: optional `BatchNormalization` applied to the layer's output.
         activation: optional activation layer (`ReLU`, `Activation`) applied after `norm`.
         gate: "hard_concrete" (default) or "straight_through".
@@ -59,7 +67,7 @@ class LatencyAware(L.Wrapper):
         group=None,
         min_channels=1,
         init_logit=2.0,
-        logit_scale=10.0,
+        logit_scale=30.0,
         seed=None,
         **kwargs,
     ):
@@ -78,6 +86,12 @@ class LatencyAware(L.Wrapper):
             raise ValueError(
                 "activation must be a ReLU or Activation layer or None. Received: "
                 f"activation={type(activation).__name__}"
+            )
+        if isinstance(layer, RECURRENT) and (norm is not None or activation is not None):
+            raise ValueError(
+                f"norm and activation cannot be fused into a recurrent layer. "
+                f"Received: layer={layer.name!r} with norm={norm}, "
+                f"activation={activation}"
             )
         if int(min_channels) != min_channels or min_channels < 1:
             raise ValueError(
@@ -138,19 +152,32 @@ class LatencyAware(L.Wrapper):
         return ops.where(ops.sum(is_open) >= self.min_channels, is_open, fallback)
 
     def call(self, inputs, training=None):
+        if training:
+            formulation = get_gate(self.gate)
+            gate = formulation.train_gate(self.gate_logits, self.seed_generator) * self.alive
+            self.add_loss(self.penalty_scale * self.channel_cost * self.expected_alive())
+        else:
+            gate = self.inference_mask()
+        if isinstance(self.layer, RECURRENT):
+            return self._gated_recurrent(inputs, gate, training)
         outputs = self.layer(inputs)
         if self.norm is not None:
             outputs = self.norm(outputs, training=training)
         if self.activation_layer is not None:
             outputs = self.activation_layer(outputs)
-        if training:
-            gate = (
-                get_gate(self.gate).train_gate(self.gate_logits, self.seed_generator) * self.alive
-            )
-            self.add_loss(self.penalty_scale * self.channel_cost * self.expected_alive())
-        else:
-            gate = self.inference_mask()
         return outputs * ops.cast(gate, outputs.dtype)
+
+    def _gated_recurrent(self, inputs, gate, training):
+        """Runs the GRU/LSTM with its candidate columns scaled by the gate (read through a
+        `keras.StatelessScope`, so the layer's own variables are untouched)."""
+        cell = self.layer.cell
+        blocks, candidate = gate_blocks(self.layer)
+        ones = ops.ones_like(gate)
+        columns = ops.concatenate([gate if b == candidate else ones for b in range(blocks)])
+        variables = [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if cell.use_bias else [])
+        mapping = [(v, ops.convert_to_tensor(v) * columns) for v in variables]
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.layer(inputs, training=training)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

@@ -79,9 +79,11 @@ def test_penalty_is_added_in_training_only():
 
 def test_errors():
     with pytest.raises(
-        ValueError, match="LatencyAware can wrap Dense.*Received: layer='lstm'.*LSTM"
+        ValueError, match="LatencyAware can wrap Dense.*LSTM. Received: layer='up'.*Conv2DTranspose"
     ):
-        LatencyAware(L.LSTM(4, name="lstm"))
+        LatencyAware(L.Conv2DTranspose(4, 3, name="up"))
+    with pytest.raises(ValueError, match="cannot be fused into a recurrent layer"):
+        LatencyAware(L.GRU(4), norm=L.BatchNormalization())
     with pytest.raises(ValueError, match="norm must be a BatchNormalization"):
         LatencyAware(L.Dense(4), norm=L.LayerNormalization())
     with pytest.raises(ValueError, match="min_channels must be an integer >= 1"):

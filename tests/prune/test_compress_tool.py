@@ -1,0 +1,45 @@
+"""tools/compress.py end to end on a slice of MNIST (real training, conversion and LiteRT)."""
+
+import os
+import sys
+
+import keras
+import numpy as np
+from prune_helpers import lenet
+
+from fdi_keras import predict_latency
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import compress as compress_tool  # noqa: E402
+
+
+def test_compress_tool_writes_a_smaller_model_and_its_report(tmp_path, staircase_tree, mnist_slice):
+    x, y = mnist_slice
+    model = lenet()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    model_path, tree_path = str(tmp_path / "in.keras"), str(tmp_path / "tree.json")
+    data_path = str(tmp_path / "data.npz")
+    model.save(model_path)
+    staircase_tree.save(tree_path)
+    raw = (x[..., 0] * 255).astype("uint8")  # as the .npz files store images
+    np.savez(data_path, x_train=raw[:384], y_train=y[:384], x_test=raw[384:], y_test=y[384:])
+    target = predict_latency(model, staircase_tree).total_ms / 2
+    out = str(tmp_path / "out")
+    report = compress_tool.run(
+        model_path,
+        tree_path,
+        data_path,
+        target,
+        epochs=4,
+        finetune_epochs=1,
+        out_dir=out,
+        batch_size=8,
+    )
+    assert set(os.listdir(out)) >= {"compressed.keras", "compressed.tflite", "report.json"}
+    small = keras.models.load_model(os.path.join(out, "compressed.keras"))
+    assert small.count_params() < model.count_params()
+    assert report["predicted_ms"]["compressed"] < report["predicted_ms"]["input"]
+    assert report["measured_ms"]["compressed"] > 0 and 0 <= report["accuracy"]["compressed"] <= 1
+    assert len(report["epoch_log"]) == 4
