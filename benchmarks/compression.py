@@ -48,8 +48,8 @@ flags.DEFINE_float("epoch_scale", 1.0, "Multiplies every epoch count (0.1 for a 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETUPS = {  # model, data loader, dense epochs, compression epochs, fine-tune epochs
-    "mnist": (models.lenet5, datasets.mnist, 4, 6, 2),
-    "har": (models.deepsense_har, datasets.uci_har, 15, 10, 4),
+    "mnist": (models.lenet5, datasets.mnist, 3, 4, 1),
+    "har": (models.deepsense_har, datasets.uci_har, 10, 6, 2),
     "cifar10": (models.cifar_cnn, datasets.cifar10, 15, 10, 4),
 }
 KINDS = {**COUNTS, "gru": 200}  # the timing benchmark's profile, plus what HAR needs

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from examples import common, datasets, models  # noqa: E402
 
 common.define_flags(
-    "uci_har.npz", "examples/out/har_deepsense", epochs=15, compress_epochs=10, finetune_epochs=4
+    "uci_har.npz", "examples/out/har_deepsense", epochs=10, compress_epochs=6, finetune_epochs=2
 )
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from examples import common, datasets, models  # noqa: E402
 
 common.define_flags(
-    "mnist.npz", "examples/out/mnist_lenet", epochs=4, compress_epochs=6, finetune_epochs=2
+    "mnist.npz", "examples/out/mnist_lenet", epochs=3, compress_epochs=4, finetune_epochs=1
 )
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ import keras
 L = keras.layers
 
 
-def lenet5(widths=(32, 64, 256, 128)) -> keras.Model:
-    """LeNet-5's layout (two 5x5 convolutions with pooling, three dense layers), ReLU."""
+def lenet5(widths=(20, 50, 500, 84)) -> keras.Model:
+    """LeNet-5's layout (two 5x5 convolutions with pooling, three dense layers), ReLU, with
+    Caffe's LeNet widths for the convolutions and the first dense layer."""
     x = keras.Input((28, 28, 1))
     h = L.MaxPooling2D()(L.Conv2D(widths[0], 5, padding="same", activation="relu")(x))
     h = L.MaxPooling2D()(L.Conv2D(widths[1], 5, activation="relu")(h))

@@ -38,7 +38,7 @@ def compress(
     validation_data=None,
     gate: str = "hard_concrete",
     expand: bool = True,
-    strength: float = 0.1,
+    strength: float = 1.0,
     cost_tree: TimingTree | None = None,
     optimizer: Callable[[], keras.optimizers.Optimizer] = lambda: keras.optimizers.Adam(1e-3),
     loss="sparse_categorical_crossentropy",

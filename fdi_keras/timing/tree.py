@@ -62,7 +62,7 @@ class TimingTree:
     def __init__(
         self,
         max_depth=7,
-        min_samples_leaf=8,
+        min_samples_leaf=20,
         min_gain=0.01,
         validation_fraction=0.2,
         tiles=TILES,
