@@ -25,16 +25,21 @@ from fdi_keras.compress import compress
 from fdi_keras.export import measure_latency, to_tflite
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Trained input model (.keras).")
-flags.DEFINE_string("tree", "profiles/this_cpu/timing_tree.json", "The device's timing tree.")
-flags.DEFINE_string("data", None, ".npz with x_train, y_train, x_test, y_test.")
-flags.DEFINE_float("target_latency_ms", None, "Latency target (predicted) on the device.")
-flags.DEFINE_integer("epochs", 6, "Epochs of latency-aware training.")
-flags.DEFINE_integer("finetune_epochs", 2, "Epochs of fine-tuning after strip.")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_enum("gate", "hard_concrete", ["hard_concrete", "straight_through"], "Gates.")
-flags.DEFINE_string("out_dir", "compressed", "Output directory.")
-flags.mark_flags_as_required(["model", "data", "target_latency_ms"])
+
+
+def define_flags() -> None:
+    """Defines the tool's flags (only when run as a tool, so that tests can import several
+    tools' `run` functions into one process)."""
+    flags.DEFINE_string("model", None, "Trained input model (.keras).")
+    flags.DEFINE_string("tree", "profiles/this_cpu/timing_tree.json", "The device's timing tree.")
+    flags.DEFINE_string("data", None, ".npz with x_train, y_train, x_test, y_test.")
+    flags.DEFINE_float("target_latency_ms", None, "Latency target (predicted) on the device.")
+    flags.DEFINE_integer("epochs", 6, "Epochs of latency-aware training.")
+    flags.DEFINE_integer("finetune_epochs", 2, "Epochs of fine-tuning after strip.")
+    flags.DEFINE_integer("batch_size", 64, "Batch size.")
+    flags.DEFINE_enum("gate", "hard_concrete", ["hard_concrete", "straight_through"], "Gates.")
+    flags.DEFINE_string("out_dir", "compressed", "Output directory.")
+    flags.mark_flags_as_required(["model", "data", "target_latency_ms"])
 
 
 def load_npz(path, input_shape):
@@ -130,4 +135,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

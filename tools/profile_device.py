@@ -20,27 +20,32 @@ from fdi_keras.timing import TimingTree
 from fdi_keras.timing.report import profile_report
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("backend", "local", ["local", "adb", "ssh"], "Where the kernels run.")
-flags.DEFINE_list(
-    "kinds",
-    ["conv2d", "dense", "depthwise_conv2d"],
-    f"Kernel kinds to profile, of: {', '.join(KINDS)}.",
-)
-flags.DEFINE_integer("num_configs", 300, "Configurations per kind.")
-flags.DEFINE_integer("threads", 1, "Runtime threads.")
-flags.DEFINE_enum(
-    "dtype", "float32", list(DTYPES), "Kernel numeric type (int8: post-training quantization)."
-)
-flags.DEFINE_string("out_dir", "profiles/this_cpu", "Output directory (resumes if it exists).")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_list("serials", [], "adb: device serials, profiled in parallel, one shard each.")
-flags.DEFINE_string(
-    "benchmark_binary",
-    "/data/local/tmp/benchmark_model",
-    "adb: path of LiteRT's benchmark_model on the phone.",
-)
-flags.DEFINE_list("hosts", [], "ssh: hosts (user@host) with python3 and ai_edge_litert.")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def define_flags() -> None:
+    """Defines the tool's flags (only when run as a tool, so that tests can import several
+    tools' `run` functions into one process)."""
+    flags.DEFINE_enum("backend", "local", ["local", "adb", "ssh"], "Where the kernels run.")
+    flags.DEFINE_list(
+        "kinds",
+        ["conv2d", "dense", "depthwise_conv2d"],
+        f"Kernel kinds to profile, of: {', '.join(KINDS)}.",
+    )
+    flags.DEFINE_integer("num_configs", 300, "Configurations per kind.")
+    flags.DEFINE_integer("threads", 1, "Runtime threads.")
+    flags.DEFINE_enum(
+        "dtype", "float32", list(DTYPES), "Kernel numeric type (int8: post-training quantization)."
+    )
+    flags.DEFINE_string("out_dir", "profiles/this_cpu", "Output directory (resumes if it exists).")
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+    flags.DEFINE_list("serials", [], "adb: device serials, profiled in parallel, one shard each.")
+    flags.DEFINE_string(
+        "benchmark_binary",
+        "/data/local/tmp/benchmark_model",
+        "adb: path of LiteRT's benchmark_model on the phone.",
+    )
+    flags.DEFINE_list("hosts", [], "ssh: hosts (user@host) with python3 and ai_edge_litert.")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 def make_runners(backend: str, serials=(), hosts=(), benchmark_binary=None) -> list:
@@ -95,4 +100,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
