@@ -30,6 +30,13 @@ FREE = (
     L.ActivityRegularization,
 )
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "linear")
+POOLING = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D)
+GLOBAL_POOLING = (
+    L.GlobalAveragePooling1D,
+    L.GlobalAveragePooling2D,
+    L.GlobalMaxPooling1D,
+    L.GlobalMaxPooling2D,
+)
 TENSOR_LAYERS = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Dense)
 SUPPORTED = (
     TENSOR_LAYERS
@@ -40,14 +47,8 @@ SUPPORTED = (
         L.Activation,
         L.Softmax,
         L.ZeroPadding2D,
-        L.MaxPooling1D,
-        L.MaxPooling2D,
-        L.AveragePooling1D,
-        L.AveragePooling2D,
-        L.GlobalAveragePooling1D,
-        L.GlobalAveragePooling2D,
-        L.GlobalMaxPooling1D,
-        L.GlobalMaxPooling2D,
+        *POOLING,
+        *GLOBAL_POOLING,
         L.Add,
         L.Multiply,
         L.Subtract,
@@ -274,17 +275,9 @@ def _layer_kernels(layer, consumers, outputs, absorbed) -> list[Kernel]:
         return [Kernel(s, [layer.name]) for s in _activation_spec(layer, name, in_shape)]
     if isinstance(layer, L.Softmax):
         return [Kernel(s, [layer.name]) for s in _activation_spec(layer, "softmax", in_shape)]
-    if isinstance(layer, (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D)):
+    if isinstance(layer, POOLING):
         return [Kernel(_pool_spec(layer, in_shape), [layer.name])]
-    if isinstance(
-        layer,
-        (
-            L.GlobalAveragePooling1D,
-            L.GlobalAveragePooling2D,
-            L.GlobalMaxPooling1D,
-            L.GlobalMaxPooling2D,
-        ),
-    ):
+    if isinstance(layer, GLOBAL_POOLING):
         h, w, c = _hw(in_shape)
         op = "max" if isinstance(layer, (L.GlobalMaxPooling1D, L.GlobalMaxPooling2D)) else "avg"
         return [Kernel(LayerSpec("global_pool", dict(h=h, w=w, c=c), {"op": op}), [layer.name])]

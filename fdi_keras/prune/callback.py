@@ -134,7 +134,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         if self.target_latency_ms is not None:
             gap = (report.total_ms - self.target_latency_ms) / self.target_latency_ms
             self.regularizer.strength *= math.exp(self.adapt_rate * float(np.clip(gap, -1, 1)))
-        self.regularizer.update(self.model)
+        self.regularizer.update(self.model, report)
         widths = {w.layer.name: int(w.alive.numpy().sum()) for w in wrappers(self.model)}
         logs["predicted_latency_ms"] = report.total_ms
         logs["latency_strength"] = self.regularizer.strength

@@ -128,9 +128,10 @@ class LatencyRegularizer:
                 costs[root] = costs.get(root, 0.0) + slope
         return costs
 
-    def update(self, model) -> LatencyReport:
-        """Re-reads the leaves at the current structure and sets each wrapper's cost/strength."""
-        report = self.predict(model)
+    def update(self, model, report: LatencyReport | None = None) -> LatencyReport:
+        """Re-reads the leaves at the current structure and sets each wrapper's cost/strength
+        (`report`: this structure's prediction, when the caller already has it)."""
+        report = report or self.predict(model)
         costs = self.channel_costs(model)
         for root, members in gate_groups(model).items():
             for w in members:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keras
 
+from fdi_keras.kernels import GLOBAL_POOLING, POOLING
 from fdi_keras.prune.graph import layer_inputs
 
 L = keras.layers
@@ -18,22 +19,16 @@ CHANNEL_PRESERVING = (
     L.BatchNormalization,
     L.Activation,
     L.ReLU,
+    L.Softmax,
     L.Dropout,
     L.SpatialDropout1D,
     L.SpatialDropout2D,
-    L.MaxPooling1D,
-    L.MaxPooling2D,
-    L.AveragePooling1D,
-    L.AveragePooling2D,
-    L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D,
-    L.GlobalMaxPooling1D,
-    L.GlobalMaxPooling2D,
+    *POOLING,
+    *GLOBAL_POOLING,
     L.ZeroPadding1D,
     L.ZeroPadding2D,
     L.GaussianNoise,
     L.Identity,
-    L.Softmax,
 )
 ELEMENTWISE = (L.Add, L.Multiply, L.Subtract, L.Average, L.Maximum, L.Minimum)
 # Consumers whose input dimension strip can slice (or that pass channels on).
