@@ -8,7 +8,7 @@ import warnings
 import keras
 import numpy as np
 
-from fdi_keras.prune.expansion import expand_to_local_minima
+from fdi_keras.prune.expansion import expand_to_local_minima, revive_to_target
 from fdi_keras.prune.regularizer import LatencyRegularizer, wrappers
 from fdi_keras.timing.tree import TimingTree
 
@@ -19,7 +19,9 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
     Every epoch, at the model's current hard structure, it: ties the gates of each group;
     removes channels whose gates closed; expands each layer to the widest nearby width the tree
     predicts to be no slower (the top of its current stair), reviving the pruned channels with
-    the highest gate logits; predicts the latency; adapts the penalty strength so the predicted
+    the highest gate logits; when pruning overshot the target (gates close in bursts within an
+    epoch), gives channels back, cheapest first, while the model stays under the target;
+    predicts the latency; adapts the penalty strength so the predicted
     latency approaches `target_latency_ms`; and re-reads every layer's channel cost from the
     leaves it now falls in. It writes `predicted_latency_ms`, `latency_strength` and
     `width/<layer>` into `logs`.
@@ -131,6 +133,10 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         if self.expand:
             expand_to_local_minima(self.model, self.tree, self.expand_window, self.expand_tolerance)
         report = self.regularizer.predict(self.model)
+        target_us = None if self.target_latency_ms is None else 1000 * self.target_latency_ms
+        if target_us is not None and report.total_us < target_us:
+            if revive_to_target(self.model, self.tree, target_us, report.total_us):
+                report = self.regularizer.predict(self.model)
         if self.target_latency_ms is not None:
             gap = (report.total_ms - self.target_latency_ms) / self.target_latency_ms
             self.regularizer.strength *= math.exp(self.adapt_rate * float(np.clip(gap, -1, 1)))

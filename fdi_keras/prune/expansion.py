@@ -52,14 +52,48 @@ def expand_to_local_minima(
         target = best_width(tree, kernels, root, width, limit, tolerance)
         if target == width:
             continue
-        logits = np.mean([keras.ops.convert_to_numpy(w.gate_logits) for w in group], axis=0)
-        dead = np.flatnonzero(alive == 0)
-        revive = dead[np.argsort(-logits[dead])][: target - width]  # most important first
-        alive[revive] = 1.0
-        formulation = get_gate(group[0].gate)
-        logits[revive] = np.maximum(logits[revive], formulation.threshold + 1.0)
-        for w in group:
-            w.alive.assign(alive)
-            w.set_gate_logits(logits)
+        _revive(group, target - width)
         changes[root] = (width, target)
     return changes
+
+
+def revive_to_target(
+    model, tree: TimingTree, target_us: float, total_us: float, step: float = 0.1
+) -> dict[str, tuple]:
+    """Gates close in bursts within an epoch, so pruning can overshoot a latency target. Gives
+    channels back, cheapest predicted time per channel first, while the model stays predicted
+    under `target_us`; returns {root: (old, new width)}."""
+    changes = {}
+    while True:
+        kernels, members = channel_dependencies(model)
+        best = None
+        for root, group in members.items():
+            alive = group[0].alive.numpy()
+            width, dead = int(alive.sum()), int((alive == 0).sum())
+            if not dead:
+                continue
+            more = min(dead, max(1, int(np.ceil(step * width))))
+            cost = group_time(tree, kernels, root, width + more) - group_time(
+                tree, kernels, root, width
+            )
+            if total_us + cost <= target_us and (best is None or cost / more < best[0]):
+                best = (cost / more, root, group, width, more, cost)
+        if best is None:
+            return changes
+        _, root, group, width, more, cost = best
+        _revive(group, more)
+        total_us += cost
+        changes[root] = (changes.get(root, (width,))[0], width + more)
+
+
+def _revive(group, count: int) -> None:
+    """Brings back the `count` pruned channels of a group with the highest gate logits."""
+    alive = group[0].alive.numpy()
+    logits = np.mean([keras.ops.convert_to_numpy(w.gate_logits) for w in group], axis=0)
+    dead = np.flatnonzero(alive == 0)
+    revive = dead[np.argsort(-logits[dead])][:count]
+    alive[revive] = 1.0
+    logits[revive] = np.maximum(logits[revive], get_gate(group[0].gate).threshold + 1.0)
+    for w in group:
+        w.alive.assign(alive)
+        w.set_gate_logits(logits)

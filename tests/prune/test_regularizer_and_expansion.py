@@ -4,7 +4,7 @@ import pytest
 from prune_helpers import lenet
 
 from fdi_keras.prune import LatencyRegularizer, expand_to_local_minima, latency_aware
-from fdi_keras.prune.expansion import best_width, group_time
+from fdi_keras.prune.expansion import best_width, group_time, revive_to_target
 from fdi_keras.prune.regularizer import channel_dependencies
 from fdi_keras.timing import TimingTree
 
@@ -64,3 +64,20 @@ def test_config_round_trip(staircase_tree):
     with pytest.raises(ValueError, match="strength must be >= 0"):
         LatencyRegularizer(staircase_tree, strength=-1)
     assert isinstance(clone.tree, TimingTree)
+
+
+def test_revive_to_target_gives_back_channels_but_stays_under_it(staircase_tree):
+    gated = latency_aware(lenet((16, 48, 64)))
+    wrapped = [layer for layer in gated.layers if hasattr(layer, "alive")]
+    for w in wrapped:
+        alive = np.zeros(w.channels, "float32")
+        alive[:2] = 1.0
+        w.alive.assign(alive)
+    reg = LatencyRegularizer(staircase_tree)
+    low = reg.predict(gated).total_us
+    full = reg.predict(latency_aware(lenet((16, 48, 64)))).total_us
+    target = (low + full) / 2
+    changes = revive_to_target(gated, staircase_tree, target, low)
+    after = reg.predict(gated).total_us
+    assert changes and low < after <= target * 1.001
+    assert sum(int(w.alive.numpy().sum()) for w in wrapped) > 6
