@@ -17,18 +17,16 @@ from fdi_keras.layers import LocalResponseNormalization
 from fdi_keras.specs import LayerSpec
 
 L = keras.layers
-FREE = (
-    L.InputLayer,
+# Layers that compute nothing at inference (the converter drops them).
+INFERENCE_IDENTITY = (
     L.Dropout,
-    L.Reshape,
-    L.Flatten,
     L.SpatialDropout1D,
     L.SpatialDropout2D,
     L.GaussianNoise,
-    L.Permute,
     L.Identity,
     L.ActivityRegularization,
 )
+FREE = (L.InputLayer, L.Reshape, L.Flatten, L.Permute, *INFERENCE_IDENTITY)
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "linear")
 POOLING = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D)
 GLOBAL_POOLING = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from fdi_keras.kernels import GLOBAL_POOLING, POOLING
+from fdi_keras.kernels import GLOBAL_POOLING, INFERENCE_IDENTITY, POOLING
 from fdi_keras.prune.graph import layer_inputs
 
 L = keras.layers
@@ -20,15 +20,11 @@ CHANNEL_PRESERVING = (
     L.Activation,
     L.ReLU,
     L.Softmax,
-    L.Dropout,
-    L.SpatialDropout1D,
-    L.SpatialDropout2D,
+    *INFERENCE_IDENTITY,
     *POOLING,
     *GLOBAL_POOLING,
     L.ZeroPadding1D,
     L.ZeroPadding2D,
-    L.GaussianNoise,
-    L.Identity,
 )
 ELEMENTWISE = (L.Add, L.Multiply, L.Subtract, L.Average, L.Maximum, L.Minimum)
 # Consumers whose input dimension strip can slice (or that pass channels on).
