@@ -10,6 +10,17 @@ import time
 from fdi_keras.atomic import atomic_write_bytes
 from fdi_keras.profiling.runners import cpu_model
 
+# Configurations per kernel kind in the timing benchmark's profile of this CPU, which the
+# compression and rebirth benchmarks extend with the kinds their models need.
+COUNTS = {
+    "conv2d": 1500,
+    "depthwise_conv2d": 1000,
+    "dense": 600,
+    "pool2d": 300,
+    "global_pool": 200,
+    "add": 300,
+    "softmax": 100,
+}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 

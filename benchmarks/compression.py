@@ -25,8 +25,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import environment, table, write_section  # noqa: E402
-from benchmarks.timing_model import COUNTS  # noqa: E402
+from benchmarks.common import COUNTS, environment, table, write_section  # noqa: E402
 from examples import datasets, models  # noqa: E402
 from fdi_keras import latency_aware, predict_latency, strip  # noqa: E402
 from fdi_keras.compress import compress  # noqa: E402

@@ -26,7 +26,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import mobilenets  # noqa: E402
-from benchmarks.common import environment, table, write_section  # noqa: E402
+from benchmarks.common import COUNTS, environment, table, write_section  # noqa: E402
 from fdi_keras import predict_latency  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
 from fdi_keras.features import compute_features, split_variables  # noqa: E402
@@ -40,15 +40,6 @@ flags.DEFINE_string("out_dir", "benchmarks/out/timing_model", "Profiles and mode
 flags.DEFINE_float("scale", 1.0, "Multiplies every per-kind config count (0.1 for a smoke run).")
 flags.DEFINE_integer("seed", 0, "Sampling and split seed.")
 
-COUNTS = {
-    "conv2d": 1500,
-    "depthwise_conv2d": 1000,
-    "dense": 600,
-    "pool2d": 300,
-    "global_pool": 200,
-    "add": 300,
-    "softmax": 100,
-}
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

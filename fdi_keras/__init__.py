@@ -10,7 +10,7 @@ import os
 # TensorFlow's C++ start-up chatter buries the tools' reports; a user's own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fdi_keras import export, layers  # noqa: E402
+from fdi_keras import export, layers, rebirth  # noqa: E402
 from fdi_keras.errors import MissingKindError, TreeFormatError, UnsupportedLayerError
 from fdi_keras.kernels import model_kernels
 from fdi_keras.latency import LatencyReport, predict_latency
@@ -42,4 +42,5 @@ __all__ = [
     "layers",
     "model_kernels",
     "predict_latency",
+    "rebirth",
 ]

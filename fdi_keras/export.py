@@ -31,6 +31,16 @@ def with_batch_one(model: keras.Model) -> keras.Model:
     return clone
 
 
+def with_input_shape(model: keras.Model, shape: tuple) -> keras.Model:
+    """The same single-input model (same weights) built for inputs of `shape` (no batch axis),
+    e.g. a CIFAR-trained convolutional net at 224x224 to time it at ImageNet resolution."""
+    config = model.get_config()
+    config["layers"][0]["config"]["batch_shape"] = (None, *shape)
+    resized = model.__class__.from_config(config)
+    resized.set_weights(model.get_weights())
+    return resized
+
+
 def _representative(model: keras.Model, data: Iterable | None) -> Callable:
     if data is not None:
         return lambda: ([np.asarray(x, np.float32)[None]] for x in data)
@@ -105,3 +115,54 @@ def measure_latency(
     many = isinstance(tflite, list)
     timings = time_models([_load(m) for m in (tflite if many else [tflite])], threads, **protocol)
     return timings if many else timings[0]
+
+
+_MEMORY_PROBE = r"""
+import json, resource, sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":")) / 1024.0
+
+before = status("VmRSS")
+try:  # reset the peak so that the imports' own peak does not count (Linux >= 4.0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    reset = True
+except OSError:
+    reset = False
+interpreter = Interpreter(model_path=sys.argv[1], num_threads=int(sys.argv[2]))
+interpreter.allocate_tensors()
+for d in interpreter.get_input_details():
+    interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+for _ in range(int(sys.argv[3])):
+    interpreter.invoke()
+peak = status("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+print(json.dumps({"peak_mb": peak - before, "baseline_mb": before}))
+"""
+
+
+def measure_memory(tflite: bytes | str, threads: int = 1, invokes: int = 3) -> float:
+    """Peak resident memory (MB) that loading and running the model adds to a fresh process:
+    the interpreter's weights, packed kernels and tensor arena, above the Python runtime.
+
+    Runs in a subprocess so that nothing else this process holds is counted.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as f:
+        f.write(_load(tflite))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _MEMORY_PROBE, f.name, str(threads), str(invokes)],
+            check=True, capture_output=True, text=True,
+        ).stdout
+    finally:
+        os.unlink(f.name)
+    return json.loads(out.strip().splitlines()[-1])["peak_mb"]

@@ -1,0 +1,130 @@
+"""Layer-wise fine-tuning (DeepRebirth): fit each new block to the teacher's activations, then
+fine-tune the whole network on the labels with distillation from the teacher.
+
+Keras optimizers have one learning rate for all variables; the new layers learn faster than
+the layers before them (the paper's 10x), so the steps run on two optimizers.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+from tqdm.auto import tqdm
+
+
+def _batches(n, batch_size, rng):
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _train(
+    variables_fast,
+    variables_slow,
+    loss_fn,
+    inputs,
+    epochs,
+    batch_size,
+    lr,
+    lr_multiplier,
+    desc,
+    seed=0,
+):
+    """Adam on `loss_fn(batch)`, `lr * lr_multiplier` for the fast variables, `lr` else."""
+    fast = keras.optimizers.Adam(lr * lr_multiplier)
+    slow = keras.optimizers.Adam(lr)
+    variables = list(variables_fast) + list(variables_slow)
+    n_fast = len(variables_fast)
+
+    @tf.function
+    def step(*batch):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(*batch)
+        grads = tape.gradient(loss, variables)
+        for optimizer, gs, vs in (
+            (fast, grads[:n_fast], variables[:n_fast]),
+            (slow, grads[n_fast:], variables[n_fast:]),
+        ):
+            pairs = [(g, v) for g, v in zip(gs, vs) if g is not None]
+            if pairs:
+                optimizer.apply_gradients(pairs)
+        return loss
+
+    rng = np.random.default_rng(seed)
+    n = len(inputs[0])
+    with tqdm(total=epochs * -(-n // batch_size), desc=desc, leave=False) as bar:
+        for _ in range(epochs):
+            for idx in _batches(n, batch_size, rng):
+                loss = step(*(a[idx] for a in inputs))
+                bar.set_postfix(loss=f"{float(loss):.4g}")
+                bar.update()
+
+
+def block_models(student, teacher, student_layer: str, teacher_layer: str):
+    """input -> the block's output, in the student and in the teacher."""
+    return (
+        keras.Model(student.inputs, student.get_layer(student_layer).output),
+        keras.Model(teacher.inputs, teacher.get_layer(teacher_layer).output),
+    )
+
+
+def reconstruction_error(student_block, teacher_block, x, batch_size=256) -> float:
+    """Mean squared error of the student block's output against the teacher's, on `x`."""
+    s = student_block.predict(x, batch_size=batch_size, verbose=0)
+    t = teacher_block.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean((s - t) ** 2))
+
+
+def fit_block(
+    student_block,
+    teacher_block,
+    new_layers,
+    x,
+    epochs=1,
+    batch_size=64,
+    lr=1e-4,
+    lr_multiplier=10.0,
+    desc="layer-wise",
+):
+    """Trains `student_block` (input -> new block) to reproduce `teacher_block`'s output: the
+    `new_layers` at `lr * lr_multiplier`, the layers before them at `lr`."""
+    fast = [v for layer in new_layers for v in layer.trainable_variables]
+    fast_ids = {id(v) for v in fast}
+    slow = [v for v in student_block.trainable_variables if id(v) not in fast_ids]
+
+    def loss_fn(xb):
+        target = ops.stop_gradient(teacher_block(xb, training=False))
+        return ops.mean(ops.square(student_block(xb, training=True) - target))
+
+    _train(fast, slow, loss_fn, [x], epochs, batch_size, lr, lr_multiplier, desc)
+
+
+def finetune(
+    model,
+    teacher,
+    x,
+    y,
+    epochs=1,
+    batch_size=64,
+    lr=1e-4,
+    temperature=4.0,
+    distill_weight=0.5,
+    desc="fine-tune",
+):
+    """Fine-tunes all of `model` on sparse labels `y` plus distillation from `teacher`'s
+    softened outputs (both models end in a softmax; softening is `softmax(log(p) / T)`)."""
+    teacher_fn = keras.Model(teacher.inputs, teacher.outputs)
+
+    def soften(p):
+        return ops.softmax(ops.log(ops.maximum(p, 1e-7)) / temperature, axis=-1)
+
+    def loss_fn(xb, yb):
+        p_teacher = ops.stop_gradient(teacher_fn(xb, training=False))
+        p = model(xb, training=True)
+        hard = ops.mean(keras.losses.sparse_categorical_crossentropy(yb, p))
+        soft = ops.mean(keras.losses.kl_divergence(soften(p_teacher), soften(p)))
+        return (1 - distill_weight) * hard + distill_weight * temperature**2 * soft
+
+    _train([], model.trainable_variables, loss_fn, [x, y], epochs, batch_size, lr, 1.0, desc)
+    return model
