@@ -8,7 +8,9 @@ side plus its consumers' input side), and the penalty added to the loss is
     strength * sum_g (dt/dchannel_g / t_total) * E[alive channels of g]
 
 so `strength` is the loss charged for the whole model's predicted latency (scale-free across
-devices). The leaf coefficients are re-read at every call to `update`, i.e. every epoch.
+devices). A gated DepthwiseConv2D's channels are its multipliers: one costs its C input
+channels' worth of its kernel and of its consumers' inputs. The leaf coefficients are re-read at
+every call to `update`, i.e. every epoch.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from fdi_keras.specs import LayerSpec
 from fdi_keras.timing.leaf import design_matrix
 from fdi_keras.timing.tree import TimingTree
 
-# Which dims of a kernel are channel counts, and whether they are its input or output side.
+# Which dims of a kernel are channel counts, and which side sets them: the input's owners,
+# the output's owners, or the gates of a DepthwiseConv2D's multiplier.
 CHANNEL_DIMS = {
     "conv2d": {"cin": "in", "cout": "out"},
     "dense": {"cin": "in", "cout": "out"},
-    "depthwise_conv2d": {"cin": "in"},
+    "depthwise_conv2d": {"cin": "in", "mult": "mult"},
     "pool2d": {"c": "in"},
     "global_pool": {"c": "in"},
     "add": {"c": "in"},
@@ -59,7 +62,9 @@ def channel_dependencies(model):
     """The kernels of `strip(model)` with the gate groups their channel dims depend on.
 
     Returns ([(spec, [(dim, group root, multiplier)])], {root: wrappers}), where the dim's
-    value is `multiplier * alive channels of the group` (e.g. Flatten -> Dense: h*w*c).
+    value is `multiplier * alive channels of the group` (e.g. Flatten -> Dense: h*w*c). A dim set
+    by several groups (the C * M channels after a gated DepthwiseConv2D) depends on each, with
+    the others' current widths in its multiplier: the linearization at the current structure.
     """
     members = gate_groups(model)
     gated = {id(w): w.name for w in wrappers(model)}
@@ -68,22 +73,24 @@ def channel_dependencies(model):
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        key = layer.layer.name if isinstance(layer, LatencyAware) else layer.name
-        sides[key] = {
-            "in": owner.get(id(layer_inputs(layer)[0])),
-            "out": owner.get(id(layer.output)),
+        wrapped = isinstance(layer, LatencyAware)
+        multiplier = wrapped and isinstance(layer.layer, keras.layers.DepthwiseConv2D)
+        sides[layer.layer.name if wrapped else layer.name] = {
+            "in": owner[id(layer_inputs(layer)[0])],
+            "out": owner[id(layer.output)],
+            "mult": (layer.name,) if multiplier else (),
         }
     width = {root: int(ws[0].mask().sum()) for root, ws in members.items()}
     out = []
     for kernel in model_kernels(strip(model)):
-        side = sides.get(kernel.layers[0])
+        side = sides.get(kernel.layers[0], {})
         deps = []
         for dim, which in CHANNEL_DIMS.get(kernel.spec.kind, {}).items():
-            own = side[which] if side else None
-            if own is None or groups.is_fixed(own) or groups.find(own) not in width:
-                continue
-            root = groups.find(own)
-            deps.append((dim, root, kernel.spec.dims[dim] // max(width[root], 1)))
+            for own in side.get(which, ()):
+                root = groups.find(own)
+                if groups.is_fixed(own) or root not in width:
+                    continue
+                deps.append((dim, root, kernel.spec.dims[dim] // max(width[root], 1)))
         out.append((kernel.spec, deps))
     return out, members
 

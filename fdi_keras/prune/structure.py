@@ -5,6 +5,12 @@ channel layout (BatchNormalization, activations, pooling, padding, dropout, Dept
 Flatten) pass ownership on; an element-wise merge (`Add`) couples the owners of its inputs into one
 group. A group that meets a model output, a model input, a layer that creates its own channels
 without a gate, or a consumer strip cannot adjust is *fixed*: its channels cannot be removed.
+
+A DepthwiseConv2D's output channel c * M + m belongs to input channel c and multiplier m, so its
+channels have two owners: its input's and its multiplier gate's (a fixed one when the multiplier
+is not gated and M > 1). Owners are therefore tuples of names, usually of one. An element-wise
+merge couples single owners only; tensors owned by several (and their partners) are fixed unless
+they have the same owners.
 """
 
 from __future__ import annotations
@@ -67,37 +73,56 @@ class Groups:
 
 
 def channel_owners(model, block_of) -> tuple[dict, Groups]:
-    """owner of every layer output (by id(tensor)) and the groups.
+    """owners (a tuple of names) of every layer output (by id(tensor)) and the groups.
 
-    `block_of(layer)` returns the name of the gated block whose output `layer`'s output is
-    (the block's last layer), or None.
+    `block_of(layer)` returns the name of the gated block `layer` starts (a `LatencyAware`
+    wrapper, or the first layer of a chain one will wrap), or None.
     """
     groups = Groups()
     owner = {}
     for t in model.inputs:
-        owner[id(t)] = f"input:{t.name}"
-        groups.fix(owner[id(t)])
+        owner[id(t)] = (f"input:{t.name}",)
+        groups.fix(owner[id(t)][0])
     for layer in model.layers:
         if isinstance(layer, L.InputLayer):
             continue
-        ins = [owner.get(id(t)) for t in layer_inputs(layer)]
+        ins = [owner[id(t)] for t in layer_inputs(layer)]
         block = block_of(layer)
+        inner = layer.layer if isinstance(layer, L.Wrapper) else layer
         if block is not None:
-            out = block
+            out = (*ins[0], block) if isinstance(inner, L.DepthwiseConv2D) else (block,)
+        elif isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier > 1:
+            out = (*ins[0], f"fixed:{layer.name}")
+            groups.fix(out[-1])
         elif isinstance(layer, CHANNEL_PRESERVING + (L.DepthwiseConv2D, L.Flatten)):
             out = ins[0]  # Flatten keeps ownership: its units are channel x spatial position
         elif isinstance(layer, ELEMENTWISE):
-            out = ins[0]
-            for other in ins[1:]:
-                out = groups.union(out, other)
+            out = _merge(groups, ins)
         else:
-            out = f"fixed:{layer.name}"
-            groups.fix(out)
+            out = (f"fixed:{layer.name}",)
+            groups.fix(out[0])
         if not isinstance(layer, ADJUSTABLE) and block is None:
             for o in ins:
-                groups.fix(o)
+                _fix(groups, o)
         owner[id(layer.output)] = out
-        groups.find(out)
+        for name in out:
+            groups.find(name)
     for t in model.outputs:
-        groups.fix(owner[id(t)])
+        _fix(groups, owner[id(t)])
     return owner, groups
+
+
+def _fix(groups: Groups, owners: tuple) -> None:
+    for name in owners:
+        groups.fix(name)
+
+
+def _merge(groups: Groups, ins: list[tuple]) -> tuple:
+    """Owners of an element-wise merge's output: its inputs' owners coupled into one group."""
+    if all(len(o) == 1 for o in ins):
+        for other in ins[1:]:
+            groups.union(ins[0][0], other[0])
+    elif any(o != ins[0] for o in ins[1:]):
+        for o in ins:
+            _fix(groups, o)
+    return ins[0]

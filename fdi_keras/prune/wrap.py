@@ -31,6 +31,8 @@ def _blocks(model) -> dict[int, list]:
     for layer in model.layers:
         if not isinstance(layer, GATEABLE) or isinstance(layer, LatencyAware):
             continue
+        if isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier == 1:
+            continue  # no multiplier to gate: its channels are its input's
         chain = [layer]
         fusable = () if isinstance(layer, RECURRENT) else (L.BatchNormalization, "activation")
         for kind in fusable:
@@ -51,11 +53,12 @@ def latency_aware(
     """A new model with every prunable Dense/Conv block wrapped in `LatencyAware`.
 
     A block is a Dense/Conv1D/Conv2D/SeparableConv2D layer with the BatchNormalization and the
-    activation layer that follow it, or a GRU/LSTM layer (its units). Blocks whose channels
-    cannot be removed (they reach a model output, or a consumer `strip` cannot adjust, or are
-    merged by `Add` with an input or an unwrapped layer) stay unwrapped; blocks joined by `Add`
-    share a gate group. Weights are copied; the input model is untouched. Layers named in
-    `exclude` are left as they are.
+    activation layer that follow it, likewise a DepthwiseConv2D with `depth_multiplier > 1` (its
+    multipliers are gated; with 1 it passes its input's channels through), or a GRU/LSTM layer
+    (its units). Blocks whose channels cannot be removed (they reach a model output, or a
+    consumer `strip` cannot adjust, or are merged by `Add` with an input or an unwrapped layer)
+    stay unwrapped; blocks joined by `Add` share a gate group. Weights are copied; the input
+    model is untouched. Layers named in `exclude` are left as they are.
 
     Example:
         >>> gated = fdi_keras.latency_aware(model)
@@ -63,8 +66,7 @@ def latency_aware(
     """
     check_rebuildable(model)
     blocks = {k: v for k, v in _blocks(model).items() if v[0].name not in set(exclude)}
-    end_of = {id(chain[-1]): chain[0].name for chain in blocks.values()}
-    _, groups = channel_owners(model, lambda layer: end_of.get(id(layer)))
+    _, groups = channel_owners(model, lambda layer: layer.name if id(layer) in blocks else None)
     members: dict[str, list[str]] = {}
     for chain in blocks.values():
         members.setdefault(groups.find(chain[0].name), []).append(chain[0].name)

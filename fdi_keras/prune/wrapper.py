@@ -1,4 +1,5 @@
-"""LatencyAware: a Keras Wrapper that gives a layer one trainable gate per output channel/unit."""
+"""LatencyAware: a Keras Wrapper that gives a layer one trainable gate per output channel/unit
+(per channel multiplier for a DepthwiseConv2D)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ from fdi_keras.prune.gates import get_gate
 
 L = keras.layers
 RECURRENT = (L.GRU, L.LSTM)
-GATEABLE = (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D) + RECURRENT
+GATEABLE = (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D, L.DepthwiseConv2D) + RECURRENT
+
+
+def size_attribute(layer) -> str:
+    """The config entry that counts what the gates of `layer` gate (strip shrinks it)."""
+    if isinstance(layer, (L.Dense, *RECURRENT)):
+        return "units"
+    return "depth_multiplier" if isinstance(layer, L.DepthwiseConv2D) else "filters"
 
 
 def output_channels(layer) -> int:
-    """Number of output channels/units a gate vector of `layer` has."""
-    return layer.units if isinstance(layer, (L.Dense, *RECURRENT)) else layer.filters
+    """Number of gates `layer` has: its output channels/units, a DepthwiseConv2D's multipliers."""
+    return getattr(layer, size_attribute(layer))
 
 
 def gate_blocks(layer) -> tuple[int, int]:
@@ -26,8 +34,8 @@ def gate_blocks(layer) -> tuple[int, int]:
 
 @keras.saving.register_keras_serializable(package="fdi_keras")
 class LatencyAware(L.Wrapper):
-    """Gates the output channels (units) of a Dense/Conv/GRU/LSTM layer, so training can remove
-    them.
+    """Gates the output channels (units) of a Dense/Conv/GRU/LSTM layer, or the channel
+    multipliers of a DepthwiseConv2D, so training can remove them.
 
     The wrapped block is what the runtime fuses into one kernel: the layer, optionally the
     BatchNormalization and the activation layer that follow it; the gate multiplies the block's
@@ -38,14 +46,20 @@ class LatencyAware(L.Wrapper):
     are set every epoch by `FastDeepIoTCallback` from the timing tree (without the callback they
     stay 0 and nothing pushes gates to close).
 
+    A `DepthwiseConv2D` with C input channels and depth multiplier M has C * M output channels
+    (channel c * M + m is input channel c's m-th filter). Its channels follow their input's, so
+    it has one gate per multiplier m, shared by all C input channels: stripped, the layer stays
+    a uniform DepthwiseConv2D with fewer multipliers. With M = 1 there is nothing to gate.
+
     Args:
-        layer: a `Dense`, `Conv1D`, `Conv2D`, `SeparableConv2D`, `GRU` or `LSTM` layer.
+        layer: a `Dense`, `Conv1D`, `Conv2D`, `SeparableConv2D`, `GRU` or `LSTM` layer, or a
+            `DepthwiseConv2D` with `depth_multiplier > 1`.
         norm: optional `BatchNormalization` applied to the layer's output.
         activation: optional activation layer (`ReLU`, `Activation`) applied after `norm`.
         gate: "hard_concrete" (default) or "straight_through".
         group: name shared by layers whose outputs are coupled (joined by `Add`); the callback
             keeps the gates of a group identical.
-        min_channels: fewest channels that stay alive.
+        min_channels: fewest channels (a DepthwiseConv2D's: multipliers) that stay alive.
         init_logit: initial gate logit (open, with a margin).
         logit_scale: the logit is `logit_scale * parameter`, which multiplies the gates'
             effective learning rate (Adam's steps are scale-free) so that a few epochs can
@@ -76,6 +90,13 @@ class LatencyAware(L.Wrapper):
             raise ValueError(
                 f"LatencyAware can wrap {names}. Received: layer={layer.name!r} of "
                 f"class {type(layer).__name__}"
+            )
+        if isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier == 1:
+            raise ValueError(
+                "LatencyAware gates a DepthwiseConv2D's channel multiplier, and with "
+                "depth_multiplier=1 there is none to remove: its channels are its input's, "
+                "removed by gating the layer that produces them. Received: "
+                f"layer={layer.name!r} with depth_multiplier=1"
             )
         if norm is not None and not isinstance(norm, L.BatchNormalization):
             raise ValueError(
@@ -165,6 +186,8 @@ class LatencyAware(L.Wrapper):
             outputs = self.norm(outputs, training=training)
         if self.activation_layer is not None:
             outputs = self.activation_layer(outputs)
+        if isinstance(self.layer, L.DepthwiseConv2D):  # gate m scales channel c * M + m, all c
+            gate = ops.tile(gate, [self.layer.kernel.shape[2]])
         return outputs * ops.cast(gate, outputs.dtype)
 
     def _gated_recurrent(self, inputs, gate, training):
@@ -183,7 +206,7 @@ class LatencyAware(L.Wrapper):
         return self.layer.compute_output_shape(input_shape)
 
     def mask(self) -> np.ndarray:
-        """Boolean alive mask (host side) of the output channels."""
+        """Boolean alive mask (host side) of the gates: output channels, or multipliers."""
         return keras.ops.convert_to_numpy(self.inference_mask()) > 0.5
 
     def get_config(self):

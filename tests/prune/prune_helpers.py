@@ -1,4 +1,4 @@
-"""Shared by the pruning tests: a synthetic staircase device and a small LeNet."""
+"""Shared by the pruning tests: a synthetic staircase device, a small LeNet and a depthwise net."""
 
 import keras
 
@@ -34,3 +34,18 @@ def lenet(width=(16, 32, 64)):
     h = L.Flatten()(h)
     h = L.Dense(width[2], activation="relu")(h)
     return keras.Model(x, L.Dense(10, activation="softmax")(h))
+
+
+def depthwise_net(multiplier=3, shape=(12, 12, 3)):
+    """Conv2D -> DepthwiseConv2D(multiplier) + BN + ReLU -> 1x1 Conv2D -> pooling -> Dense, with
+    a random depthwise bias (so closed upstream channels leave constants behind)."""
+    L = keras.layers
+    x = keras.Input(shape)
+    h = L.Conv2D(6, 3, padding="same", activation="relu")(x)
+    h = L.DepthwiseConv2D(
+        3, depth_multiplier=multiplier, padding="same", bias_initializer="random_normal"
+    )(h)
+    h = L.ReLU()(L.BatchNormalization()(h))
+    h = L.Conv2D(8, 1)(h)
+    h = L.GlobalAveragePooling2D()(h)
+    return keras.Model(x, L.Dense(4)(h))

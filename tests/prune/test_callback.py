@@ -6,7 +6,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from prune_helpers import lenet, staircase_time
+from prune_helpers import depthwise_net, lenet, staircase_time
 
 import fdi_keras
 from fdi_keras.profiling.sampling import sample_configs
@@ -41,6 +41,25 @@ def test_a_real_fit_prunes_toward_the_target_and_logs(staircase_tree, mnist_slic
     )
     gated.fit(x, y, epochs=1, batch_size=64, callbacks=[callback], verbose=0)
     assert len(callback.history) == 1  # state reset in on_train_begin
+
+
+def test_a_fit_prunes_depthwise_multipliers(staircase_tree):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 12, 12, 3)).astype("float32"), rng.integers(0, 4, 64)
+    gated = latency_aware(depthwise_net(multiplier=3))
+    gated.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    start = fdi_keras.predict_latency(gated, staircase_tree).total_ms
+    callback = FastDeepIoTCallback(staircase_tree, strength=5.0, verbose=0)
+    history = gated.fit(x, y, epochs=3, batch_size=8, callbacks=[callback], verbose=0)
+    depthwise = gated.layers[2]
+    assert float(depthwise.channel_cost) > 0
+    assert history.history[f"width/{depthwise.layer.name}"][-1] < 3
+    assert history.history["predicted_latency_ms"][-1] < start
+    small = strip(gated)
+    np.testing.assert_allclose(small(x[:4]), gated(x[:4], training=False), atol=1e-5)
+    assert fdi_keras.predict_latency(small, staircase_tree).total_ms == pytest.approx(
+        history.history["predicted_latency_ms"][-1]
+    )
 
 
 def test_errors_and_warnings(staircase_tree, mnist_slice):

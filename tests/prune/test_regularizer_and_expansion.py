@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from prune_helpers import lenet
+from prune_helpers import depthwise_net, lenet
 
 from fdi_keras.prune import LatencyRegularizer, expand_to_local_minima, latency_aware
 from fdi_keras.prune.expansion import best_width, group_time, revive_to_target
@@ -81,3 +81,53 @@ def test_revive_to_target_gives_back_channels_but_stays_under_it(staircase_tree)
     after = reg.predict(gated).total_us
     assert changes and low < after <= target * 1.001
     assert sum(int(w.alive.numpy().sum()) for w in wrapped) > 6
+
+
+def depthwise_head(multiplier=6):
+    x = keras.Input((12, 12, 3))
+    h = L.Conv2D(6, 3, padding="same", activation="relu")(x)
+    h = L.DepthwiseConv2D(3, depth_multiplier=multiplier, padding="same", activation="relu")(h)
+    return keras.Model(x, L.Dense(4)(L.GlobalAveragePooling2D()(h)))
+
+
+def test_a_gated_depthwise_layer_is_charged_per_multiplier(staircase_tree):
+    gated = latency_aware(depthwise_net(multiplier=3))
+    conv, depthwise, pointwise = gated.layers[1:4]
+    kernels, members = channel_dependencies(gated)
+    roots = {ws[0].name: root for root, ws in members.items()}
+    deps = {(spec.kind, spec.dims.get("cin")): d for spec, d in kernels}
+    assert deps["depthwise_conv2d", 6] == [
+        ("cin", roots[conv.name], 1),
+        ("mult", roots[depthwise.name], 1),
+    ]
+    # the 1x1 convolution reads C * M = 6 * 3 channels: M per input channel, C per multiplier
+    assert deps["conv2d", 18][:2] == [
+        ("cin", roots[conv.name], 3),
+        ("cin", roots[depthwise.name], 6),
+    ]
+    LatencyRegularizer(staircase_tree).update(gated)
+    assert all(float(w.channel_cost) > 0 for w in (conv, depthwise, pointwise))
+
+
+def test_multiplier_dependencies_reproduce_the_predicted_latency(staircase_tree):
+    gated = latency_aware(depthwise_head())
+    depthwise = gated.layers[2]
+    kernels, members = channel_dependencies(gated)
+    root = next(r for r, ws in members.items() if ws[0] is depthwise)
+    predicted, grouped = [], []
+    for k in range(1, 7):
+        depthwise.alive.assign((np.arange(6) < k).astype("float32"))
+        predicted.append(LatencyRegularizer(staircase_tree).predict(gated).total_us)
+        grouped.append(group_time(staircase_tree, kernels, root, k))
+    np.testing.assert_allclose(np.diff(predicted), np.diff(grouped), rtol=1e-6)
+
+
+def test_expansion_works_in_multiplier_units(staircase_tree):
+    gated = latency_aware(depthwise_head())
+    depthwise = gated.layers[2]
+    depthwise.alive.assign((np.arange(6) < 3).astype("float32"))  # 6 x 3 channels: 17..32
+    _, members = channel_dependencies(gated)
+    root = next(r for r, ws in members.items() if ws[0] is depthwise)
+    changes = expand_to_local_minima(gated, staircase_tree, tolerance=0.05)
+    assert changes[root] == (3, 5)  # 30 channels, the widest in the stair; 36 is the next
+    assert depthwise.mask().tolist() == [True] * 5 + [False]

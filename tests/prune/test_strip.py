@@ -1,8 +1,11 @@
 """strip equivalence: the stripped model computes exactly what the gated model computes."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
+from prune_helpers import depthwise_net
 
 from fdi_keras.errors import UnsupportedLayerError
 from fdi_keras.prune import LatencyAware, latency_aware, strip
@@ -88,6 +91,58 @@ def test_conv1d_into_recurrent(rnn):
     h = rnn(8)(h)
     model = keras.Model(x, L.Dense(3)(h))
     assert_strip_equivalent(model, (20, 6))
+
+
+def test_depthwise_multipliers_and_upstream_channels_are_removed_together():
+    gated = latency_aware(depthwise_net(multiplier=3))
+    close_random_gates(gated)  # also randomizes the BN fused into the depthwise block
+    conv, depthwise = gated.layers[1], gated.layers[2]
+    assert isinstance(depthwise.layer, L.DepthwiseConv2D) and depthwise.channels == 3
+    conv.set_gate_logits([3, -6, 3, 3, -6, 3])
+    depthwise.set_gate_logits([-6, 3, 3])
+    stripped = strip(gated)
+    x = np.random.default_rng(1).standard_normal((3, 12, 12, 3)).astype("float32")
+    np.testing.assert_allclose(stripped(x), gated(x, training=False), atol=1e-5)
+    small = next(la for la in stripped.layers if isinstance(la, L.DepthwiseConv2D))
+    assert small.depth_multiplier == 2 and small.kernel.shape == (3, 3, 4, 2)
+    assert small.bias.shape == (8,) and small.output.shape[-1] == 8
+    assert stripped.strip_history[1] == {
+        "layer": depthwise.layer.name,
+        "channels": 3,
+        "kept": 2,
+        "kept_indices": [1, 2],
+    }
+
+
+@pytest.mark.parametrize(
+    "consumer",
+    [
+        lambda: L.Conv2D(5, 1, use_bias=False),
+        lambda: L.SeparableConv2D(5, 3, depth_multiplier=2, use_bias=False),
+        lambda: L.GlobalAveragePooling2D(),  # then the Dense
+    ],
+)
+def test_closed_channels_turned_into_constants_are_folded_into_the_consumer(consumer):
+    """MobileNet's pattern: the depthwise bias and the BN shift make a removed channel a
+    constant that the consumer still adds up; strip folds it into the consumer's bias."""
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(6, 1, activation="relu")(x)
+    h = L.DepthwiseConv2D(3, padding="same", use_bias=True, bias_initializer="ones")(h)
+    h = L.ReLU(max_value=6.0)(L.BatchNormalization(beta_initializer="ones")(h))
+    h = L.Flatten()(consumer()(h))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "strip cannot")  # every fold is exact
+        assert_strip_equivalent(keras.Model(x, L.Dense(2)(h)), (8, 8, 3))
+
+
+def test_a_constant_that_cannot_be_folded_exactly_warns():
+    x = keras.Input((8, 8, 3))
+    h = LatencyAware(L.Conv2D(4, 1))(x)
+    h = L.BatchNormalization(beta_initializer="ones")(h)
+    model = keras.Model(x, L.Conv2D(2, 3, padding="same", name="head")(h))
+    model.layers[1].set_gate_logits([5, -5, 5, 5])
+    with pytest.warns(UserWarning, match="exactly at layer 'head'.*windows cover padding"):
+        strip(model)
 
 
 def test_unequal_masks_across_an_add_are_explained():

@@ -1,8 +1,9 @@
 import keras
 import numpy as np
 import pytest
+from prune_helpers import depthwise_net
 
-from fdi_keras.prune import LatencyAware, latency_aware
+from fdi_keras.prune import LatencyAware, latency_aware, strip
 
 L = keras.layers
 
@@ -113,3 +114,57 @@ def test_latency_aware_wraps_blocks_groups_residuals_and_keeps_outputs():
     data = np.random.default_rng(0).standard_normal((2, 8, 8, 4)).astype("float32")
     np.testing.assert_allclose(gated(data), model(data), atol=1e-6)
     assert len(model.layers) == 10  # the input model is untouched
+
+
+def test_a_depthwise_gate_is_shared_by_all_input_channels():
+    layer = LatencyAware(L.DepthwiseConv2D(1, depth_multiplier=3, bias_initializer="ones"))
+    x = np.ones((1, 2, 2, 4), "float32")
+    layer(x)
+    assert layer.channels == 3 and layer.gate_parameters.shape == (3,)
+    layer.set_gate_logits([5, -5, 5])
+    out = layer(x, training=False).numpy()[0, 0, 0]  # channel c * 3 + m
+    assert (out.reshape(4, 3) != 0).tolist() == [[True, False, True]] * 4
+    layer.set_gate_logits([-9, -8, -7])  # all closed: the best multiplier stays
+    assert layer.mask().tolist() == [False, False, True]
+
+
+def test_a_depthwise_layer_without_multiplier_is_not_gated():
+    with pytest.raises(ValueError, match="depth_multiplier=1 there is none to remove.*'dw'"):
+        LatencyAware(L.DepthwiseConv2D(3, name="dw"))
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 1)(x)
+    h = L.DepthwiseConv2D(3, padding="same")(h)
+    h = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(h)
+    h = L.ReLU()(L.BatchNormalization()(h))
+    gated = latency_aware(keras.Model(x, L.Dense(2)(L.GlobalAveragePooling2D()(h))))
+    wrapped = [la.layer for la in gated.layers if isinstance(la, LatencyAware)]
+    assert [type(la).__name__ for la in wrapped] == ["Conv2D", "DepthwiseConv2D"]
+    assert wrapped[1].depth_multiplier == 2 and gated.layers[3].norm is not None
+    assert isinstance(gated.layers[2], L.DepthwiseConv2D)  # passes channels through
+
+
+def test_a_depthwise_layer_merged_by_add_is_not_gated():
+    """Its C * M channels are owned by its input's gates and its own: an Add cannot couple
+    them with another layer's, so neither side is gated."""
+    x = keras.Input((8, 8, 3))
+    a = L.Conv2D(4, 1)(x)
+    b = L.Conv2D(8, 1)(x)
+    h = L.Add()([L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(a), b])
+    gated = latency_aware(keras.Model(x, L.Dense(2)(L.GlobalAveragePooling2D()(h))))
+    assert not any(isinstance(la, LatencyAware) for la in gated.layers)
+
+
+def test_keras_save_load_of_a_gated_depthwise_block(tmp_path):
+    gated = latency_aware(depthwise_net(multiplier=3))
+    gated.layers[2].set_gate_logits([5, -5, 5])
+    path = str(tmp_path / "depthwise.keras")
+    gated.save(path)
+    loaded = keras.models.load_model(path)
+    layer = loaded.layers[2]
+    assert isinstance(layer.layer, L.DepthwiseConv2D) and layer.layer.depth_multiplier == 3
+    assert isinstance(layer.norm, L.BatchNormalization)
+    assert isinstance(layer.activation_layer, L.ReLU)
+    assert layer.mask().tolist() == [True, False, True]
+    x = np.random.default_rng(0).standard_normal((2, 12, 12, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(x), gated(x, training=False), atol=1e-6)
+    np.testing.assert_allclose(strip(loaded)(x), loaded(x), atol=1e-5)
