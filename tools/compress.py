@@ -18,6 +18,7 @@ import os
 import keras
 import numpy as np
 from absl import app, flags
+from datafiles import load_npz  # tools/ is on sys.path when a tool runs
 
 import fdi_keras
 from fdi_keras.atomic import atomic_write_bytes
@@ -40,18 +41,6 @@ def define_flags() -> None:
     flags.DEFINE_enum("gate", "hard_concrete", ["hard_concrete", "straight_through"], "Gates.")
     flags.DEFINE_string("out_dir", "compressed", "Output directory.")
     flags.mark_flags_as_required(["model", "data", "target_latency_ms"])
-
-
-def load_npz(path, input_shape):
-    d = np.load(path)
-    prep = lambda x: (
-        (x / 255.0 if x.dtype == np.uint8 else x)
-        .astype("float32")
-        .reshape(  # noqa: E731
-            (-1, *input_shape)
-        )
-    )
-    return (prep(d["x_train"]), d["y_train"]), (prep(d["x_test"]), d["y_test"])
 
 
 def run(

@@ -15,8 +15,10 @@ from tqdm.auto import tqdm
 
 
 def _batches(n, batch_size, rng):
+    """Shuffled full batches (a smaller last batch would retrace the step function)."""
     order = rng.permutation(n)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    full = max(1, n // batch_size) * batch_size
+    return [order[i : i + batch_size] for i in range(0, min(full, n), batch_size)]
 
 
 def _train(
@@ -37,7 +39,7 @@ def _train(
     variables = list(variables_fast) + list(variables_slow)
     n_fast = len(variables_fast)
 
-    @tf.function
+    @tf.function(autograph=False)  # no data-dependent control flow to convert
     def step(*batch):
         with tf.GradientTape() as tape:
             loss = loss_fn(*batch)
@@ -53,7 +55,7 @@ def _train(
 
     rng = np.random.default_rng(seed)
     n = len(inputs[0])
-    with tqdm(total=epochs * -(-n // batch_size), desc=desc, leave=False) as bar:
+    with tqdm(total=epochs * max(1, n // batch_size), desc=desc, leave=False) as bar:
         for _ in range(epochs):
             for idx in _batches(n, batch_size, rng):
                 loss = step(*(a[idx] for a in inputs))
