@@ -88,3 +88,31 @@ def test_branch_assignment_keeps_the_concatenation_order():
     assign = rebirth.transforms.branch_assignment
     assert assign(["1x1", "wide", "wide", "pool_proj"]) == [1, 1, 2, 2]
     assert assign(["wide", "1x1", "pool_proj", "wide"]) == [0, 0, 0, 3]
+
+
+def test_example_networks_slim_as_expected():
+    """The examples' VGG-style and BN ResNet-style nets: pools merged, BN folded exactly."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+    from examples.models import googlenet, resnet_bn, vgg_pool
+
+    vgg = vgg_pool()
+    p = rebirth.plan(vgg)
+    assert [m.kind for m in p.merges] == ["streamline"] * 3  # the conv before each pool
+    slim_vgg = rebirth.apply_merges(vgg, p.merges)
+    assert not any(isinstance(x, L.MaxPooling2D) for x in slim_vgg.layers)
+    assert slim_vgg.output.shape == vgg.output.shape
+
+    resnet = randomize_batchnorm(resnet_bn(), seed=2)
+    p = rebirth.plan(resnet)
+    assert {m.kind for m in p.merges} == {"fold_bn"} and len(p.merges) == 9
+    inputs = _x((32, 32, 3), n=2)
+    np.testing.assert_allclose(
+        rebirth.apply_merges(resnet, p.merges)(inputs), resnet(inputs), atol=1e-4
+    )
+
+    p = rebirth.plan(googlenet(width=0.125))
+    assert [m.kind for m in p.merges].count("branch") == 9
+    assert [m.kind for m in p.merges].count("streamline") == 2
