@@ -6,7 +6,8 @@ The teacher is GoogLeNet (Inception v1, with its two LRN layers and BN) at `--wi
 on CIFAR-10 (cached in --out_dir, so a rerun skips it). Then, cumulatively: fold BN (exact),
 streamline (LRN and pooling merged into convolutions, layer-wise), branch (the Inception
 modules the timing tree predicts faster when their thin branches are merged, layer-wise; every
-module merged, the paper's choice, is measured alongside), whole-network fine-tuning with
+module merged, the paper's choice, is measured alongside), reduction (1x1 reduces folded into
+the kxk convolution after them, where the tree predicts that faster), whole-network fine-tuning with
 distillation, and latency-aware pruning (FastDeepIoT) of the slimmed model. After each step:
 measured TFLite latency (minimum, and median with spread) at 32x32 and at 224x224, predicted
 latency, top-1 and top-5 test accuracy, parameters, and the interpreter's peak memory.
@@ -51,7 +52,7 @@ flags.DEFINE_integer("finetune_epochs", 2, "Whole-network fine-tuning epochs aft
 flags.DEFINE_float("prune_speedup", 4.5, "Predicted speedup over the teacher asked of pruning.")
 flags.DEFINE_integer("prune_epochs", 4, "Latency-aware pruning epochs.")
 flags.DEFINE_integer("prune_finetune_epochs", 2, "Fine-tuning epochs after pruning.")
-flags.DEFINE_float("min_branch_saving_ms", 0.002, "Merge a module when it saves this much.")
+flags.DEFINE_float("min_saving_ms", 0.002, "Branch/reduction merges must save this much.")
 flags.DEFINE_integer("train_samples", 0, "Use only this many training images (0: all).")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -112,9 +113,12 @@ def slim_steps(teacher, tree, x, y):
     steps.append(("+ streamline (LRN, pools)", *streamlined))
     every = _slim(streamlined[0], teacher, tree, xs, "branch")
     steps.append(("(paper's choice: all modules branch-merged, layer-wise only)", *every))
-    chosen = _slim(streamlined[0], teacher, tree, xs, "branch", FLAGS.min_branch_saving_ms)
+    chosen = _slim(streamlined[0], teacher, tree, xs, "branch", FLAGS.min_saving_ms)
     merged = sum(s.kind == "branch" for s in chosen[2])
     steps.append((f"+ branch ({merged} modules the tree predicts faster)", *chosen))
+    chosen = _slim(chosen[0], teacher, tree, xs, "reduction", FLAGS.min_saving_ms)
+    merged = sum(s.kind == "reduction" for s in chosen[2])
+    steps.append((f"+ reduction ({merged} 1x1 reduces the tree predicts faster folded)", *chosen))
     start = time.time()
     tuned = keras.models.clone_model(chosen[0])
     tuned.set_weights(chosen[0].get_weights())

@@ -64,10 +64,27 @@ def _train(
 
 
 def block_models(student, teacher, student_layer: str, teacher_layer: str):
-    """input -> the block's output, in the student and in the teacher."""
+    """input -> the block's output, in the student and in the teacher.
+
+    The block's output is `student_layer`'s, matched to `teacher_layer`'s. When their shapes
+    differ (a branch merge widened a convolution that a later merge replaces), both move down
+    the student's chain of sole consumers to the first layer the teacher has too with the same
+    output shape (the module's Concatenate).
+    """
+    from fdi_keras.prune.graph import consumers
+
+    users = consumers(student)
+    s_layer, t_layer = student.get_layer(student_layer), teacher.get_layer(teacher_layer)
+    by_name = {layer.name: layer for layer in teacher.layers}
+    while tuple(t_layer.output.shape) != tuple(s_layer.output.shape):
+        following = users[id(s_layer)]
+        if len(following) != 1:
+            raise ValueError(f"No teacher activation matches the block ending at {student_layer!r}")
+        s_layer = following[0]
+        t_layer = by_name.get(s_layer.name, t_layer)
     return (
-        keras.Model(student.inputs, student.get_layer(student_layer).output),
-        keras.Model(teacher.inputs, teacher.get_layer(teacher_layer).output),
+        keras.Model(student.inputs, s_layer.output),
+        keras.Model(teacher.inputs, t_layer.output),
     )
 
 

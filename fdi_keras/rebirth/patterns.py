@@ -1,11 +1,12 @@
 """Find DeepRebirth's slimmable patterns in a functional Keras graph.
 
-Three kinds, each a `Merge` naming the layers it replaces:
+Four kinds, each a `Merge` naming the layers it replaces:
 - `fold_bn` (exact): Conv/Dense with a linear output followed by BatchNormalization;
 - `streamline` (learned): a convolution followed by non-tensor layers, [BN] [ReLU] and LRN
   and/or one pooling layer, which become one convolution (the pool's stride moves into it);
 - `branch` (learned): an Inception-style module (a Concatenate of parallel branches from one
-  tensor) whose thin 1x1 and pool->1x1 branches are dropped into the adjacent wide branches.
+  tensor) whose thin 1x1 and pool->1x1 branches are dropped into the adjacent wide branches;
+- `reduction` (learned): a 1x1 "reduce" convolution folded into the kxk convolution after it.
 
 Whatever looks like a pattern but cannot be merged is returned as a `Skip` with the reason.
 """
@@ -27,7 +28,7 @@ POOL_2D = (L.MaxPooling2D, L.AveragePooling2D)
 class Merge:
     """One slimming step: `layers` (names, graph order) become `kind`'s replacement."""
 
-    kind: str  # "fold_bn" | "streamline" | "branch"
+    kind: str  # "fold_bn" | "streamline" | "branch" | "reduction"
     layers: list[str]
     detail: str
     exact: bool
@@ -289,3 +290,34 @@ def module_branches(model: keras.Model, concat_name: str) -> list[Branch]:
         layers, _ = _branch(graph, end, concat)
         out.append(Branch(layers, _role(layers)))
     return out
+
+
+def find_reductions(model: keras.Model) -> list[Merge]:
+    """reduction merges: a 1x1 convolution (an Inception "reduce") whose only consumer, after
+    an optional ReLU, is a kxk convolution; the pair becomes one kxk convolution on the wider
+    input, which has fewer ops but more FLOPs, so only a timing tree can say when it pays."""
+    graph, merges = Graph(model), []
+    for reduce in model.layers:
+        if type(reduce) is not L.Conv2D or reduce.kernel_size != (1, 1) or reduce.strides != (1, 1):
+            continue
+        chain, nxt = [reduce], graph.sole_user(reduce)
+        if nxt is not None and is_relu(nxt):
+            chain.append(nxt)
+            nxt = graph.sole_user(nxt)
+        if (
+            type(nxt) is L.Conv2D
+            and nxt.kernel_size != (1, 1)
+            and nxt.dilation_rate == (1, 1)
+            and nxt.groups == 1
+        ):
+            k = "x".join(map(str, nxt.kernel_size))
+            merges.append(
+                Merge(
+                    "reduction",
+                    [x.name for x in chain] + [nxt.name],
+                    f"{reduce.name} (1x1 -> {reduce.filters}) + {nxt.name} ({k}) "
+                    f"-> one {k} Conv2D on {reduce.input.shape[-1]} channels",
+                    exact=False,
+                )
+            )
+    return merges

@@ -7,8 +7,16 @@ import json
 
 import keras
 
-from fdi_keras.rebirth.patterns import Merge, Skip, find_branches, find_streamlines
+from fdi_keras.rebirth.patterns import (
+    Merge,
+    Skip,
+    find_branches,
+    find_reductions,
+    find_streamlines,
+)
 from fdi_keras.rebirth.transforms import KIND_ORDER, apply_merges
+
+NEED_FOLDS = ("branch", "reduction")  # found on the BN-folded graph
 
 
 @dataclasses.dataclass
@@ -21,7 +29,8 @@ class Plan:
     def select(self, kinds=None, names=None, min_saving_ms=None) -> Plan:
         """The merges of the given kinds / names, predicted to save at least `min_saving_ms`
         (merges without a prediction, such as exact BN folds, are kept). A branch merge keeps
-        the BN folds of its module, which it needs."""
+        the BN folds of its module (a reduction those of its two convolutions), which it
+        needs."""
         chosen = [
             m
             for m in self.merges
@@ -33,7 +42,7 @@ class Plan:
                 or (m.predicted_saving_ms or 0.0) >= min_saving_ms
             )
         ]
-        needed = {n for m in chosen if m.kind == "branch" for n in m.layers}
+        needed = {n for m in chosen if m.kind in NEED_FOLDS for n in m.layers}
         for m in self.merges:
             if m.kind == "fold_bn" and m not in chosen and m.layers[0] in needed:
                 chosen.append(m)
@@ -77,6 +86,7 @@ def plan(model: keras.Model, tree=None) -> Plan:
     folds = [m for m in streamlines if m.kind == "fold_bn"]
     folded = apply_merges(model, folds) if folds else model
     branches, branch_skips = find_branches(folded)
+    branches += find_reductions(folded)
     fold_of = {m.layers[0]: m for m in folds}
     for b in branches:
         b_folds = [fold_of[n] for n in b.layers if n in fold_of]
@@ -95,6 +105,6 @@ def _predict_savings(model, merges, fold_of, tree):
         if m.kind == "fold_bn":
             m.predicted_saving_ms = 0.0
             continue
-        needed = [fold_of[n] for n in m.layers if n in fold_of] if m.kind == "branch" else []
+        needed = [fold_of[n] for n in m.layers if n in fold_of] if m.kind in NEED_FOLDS else []
         after = predict_latency(apply_merges(model, needed + [m]), tree).total_ms
         m.predicted_saving_ms = base - after

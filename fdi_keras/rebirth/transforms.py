@@ -21,7 +21,7 @@ from fdi_keras.rebirth.patterns import (
 )
 
 L = keras.layers
-KIND_ORDER = ("fold_bn", "streamline", "branch")
+KIND_ORDER = ("fold_bn", "streamline", "branch", "reduction")
 
 
 def folded_weights(layer, bn) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +106,20 @@ def _widened(conv, inputs, before: int, after: int):
     return out
 
 
+def _reduction_layer(model, merge: Merge, inputs):
+    """The kxk convolution applied straight to the reduce's input, starting from the two
+    kernels composed (exact without the ReLU between them and with 'valid' padding)."""
+    reduce, conv = model.get_layer(merge.layers[0]), model.get_layer(merge.layers[-1])
+    w1, b1 = folded_weights(reduce, None)
+    w2, b2 = folded_weights(conv, None)
+    kernel = np.einsum("ir,hwro->hwio", w1[0, 0], w2)
+    bias = b2 + np.einsum("r,hwro->o", b1, w2)
+    new = _clone(conv, use_bias=True)
+    out = new(inputs)
+    new.set_weights([kernel, bias])
+    return out
+
+
 def branch_assignment(roles: list[str]) -> list[int]:
     """For each branch, the wide branch that carries its channels: a thin branch joins the
     wide one before it (or the first one, if none is before), so the concatenation order,
@@ -142,6 +156,8 @@ def _branch_actions(model, merge: Merge) -> dict:
 def block_output(model: keras.Model, merge: Merge) -> str:
     """The layer of the slimmed model whose output replaces the output of `merge`'s block
     (`model` is the model the merge is applied to)."""
+    if merge.kind == "reduction":
+        return merge.layers[-1]  # the kxk convolution, now on the reduce's input
     if merge.kind != "branch":
         return merge.layers[0]
     branches = module_branches(model, merge.layers[-1])
@@ -166,7 +182,9 @@ def _apply_kind(model, kind, merges):
             actions.update(_branch_actions(model, merge))
             continue
         head = merge.layers[0]
-        if kind == "fold_bn":
+        if kind == "reduction":
+            actions[head] = lambda ins, m=merge: _reduction_layer(model, m, ins[0])
+        elif kind == "fold_bn":
             bn = model.get_layer(merge.layers[1])
             conv = model.get_layer(head)
             actions[head] = lambda ins, conv=conv, bn=bn: _fold_bn_layer(conv, bn, ins[0])

@@ -29,6 +29,7 @@ def test_slim_tool_dry_run_then_slim(tmp_path, cifar_slice, staircase_tree_with_
     assert os.listdir(out) == ["plan.json"]
     kinds = [m["kind"] for m in planned["plan"]["merges"]]
     assert kinds.count("branch") == 1 and kinds.count("fold_bn") == 6
+    assert kinds.count("reduction") == 2
 
     report = slim_tool.run(
         model_path,

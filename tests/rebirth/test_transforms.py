@@ -69,7 +69,7 @@ def test_average_pool_merge_starts_exact_before_a_nonlinearity():
 
 def test_branch_merge_keeps_the_module_width_and_its_own_filters():
     model = inception()
-    p = rebirth.plan(model)
+    p = rebirth.plan(model).select(kinds=["branch"])
     slimmed = rebirth.apply_merges(model, p.merges)
     assert slimmed.get_layer("module").output.shape == model.get_layer("module").output.shape
     wide3, wide5 = slimmed.get_layer("wide3"), slimmed.get_layer("wide5")
@@ -116,3 +116,28 @@ def test_example_networks_slim_as_expected():
     p = rebirth.plan(googlenet(width=0.125))
     assert [m.kind for m in p.merges].count("branch") == 9
     assert [m.kind for m in p.merges].count("streamline") == 2
+
+
+def test_reduction_fold_composes_the_two_kernels():
+    x = keras.Input((10, 10, 16))
+    h = L.Conv2D(4, 1, name="reduce")(x)
+    model = keras.Model(x, L.Conv2D(6, 3, activation="relu", name="wide")(h))
+    p = rebirth.plan(model)
+    assert [m.kind for m in p.merges] == ["reduction"]
+    slimmed = rebirth.apply_merges(model, p.merges)
+    conv = slimmed.get_layer("wide")
+    assert conv.kernel.shape == (3, 3, 16, 6) and len(slimmed.layers) == 2
+    inputs = _x((10, 10, 16))  # no ReLU between and 'valid' padding: the composition is exact
+    np.testing.assert_allclose(slimmed(inputs), model(inputs), atol=1e-5)
+
+
+def test_reductions_in_a_module_need_their_bn_folds(staircase_tree_with_lrn):
+    model = inception(bn=True)
+    p = rebirth.plan(model, staircase_tree_with_lrn)
+    reductions = [m for m in p.merges if m.kind == "reduction"]
+    assert len(reductions) == 2  # 1x1 -> 3x3 and 1x1 -> 5x5
+    assert all(m.predicted_saving_ms is not None for m in reductions)
+    chosen = p.select(kinds=["reduction"])
+    assert [m.kind for m in chosen.merges].count("fold_bn") == 4
+    slimmed = rebirth.apply_merges(model, chosen.merges)
+    assert slimmed.get_layer("module").output.shape == model.get_layer("module").output.shape
