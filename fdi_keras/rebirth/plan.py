@@ -90,7 +90,8 @@ def plan(model: keras.Model, tree=None) -> Plan:
     fold_of = {m.layers[0]: m for m in folds}
     for b in branches:
         b_folds = [fold_of[n] for n in b.layers if n in fold_of]
-        b.detail += f" (needs {len(b_folds)} BN folds)" if b_folds else ""
+        n = len(b_folds)
+        b.detail += f" (needs {n} BN fold{'s' if n > 1 else ''})" if n else ""
     merges = sorted(streamlines + branches, key=lambda m: KIND_ORDER.index(m.kind))
     if tree is not None:
         _predict_savings(model, merges, fold_of, tree)

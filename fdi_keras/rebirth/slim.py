@@ -31,6 +31,8 @@ class SlimStep:
 
 
 class SlimResult(typing.NamedTuple):
+    """The slimmed model, what each step did, and the merges not applied (with the reason)."""
+
     model: keras.Model
     history: list[SlimStep]
     skipped: list[Skip]
@@ -60,8 +62,8 @@ def slim(
 ) -> SlimResult:
     """A slimmed copy of `model` (the input is untouched) and its step-by-step history.
 
-    Exact merges (BN folds) are applied as they are. Each learned merge (streamline, branch),
-    in graph order, is trained layer-wise: the network up to the new block is fitted to
+    Exact merges (BN folds) are applied as they are. Each learned merge (streamline, branch,
+    reduction), in that order, is trained layer-wise: the network up to the new block is fitted to
     reproduce the `teacher`'s activations at the block's output (MSE), the new layers at
     `lr * lr_multiplier`, the layers before them at `lr`. Then, if `y` is given and
     `finetune_epochs > 0`, the whole network is fine-tuned on the labels plus distillation
