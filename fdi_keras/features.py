@@ -10,7 +10,7 @@ import math
 
 from fdi_keras.specs import KINDS, LayerSpec, conv_output_size
 
-FEATURES = ("flops", "bytes_in", "bytes_out", "param_bytes")
+FEATURES = ("flops", "bytes_in", "bytes_out", "param_bytes", "steps")
 _ITEMSIZE = {"float32": 4, "float16": 4, "int8": 1}  # float16 models compute in float32
 
 
@@ -103,10 +103,13 @@ _FORMULAS = {
 }
 # Kinds whose work is multiply-accumulates (2 FLOPs each); the others count one op per element.
 _MAC_KINDS = {"conv2d", "depthwise_conv2d", "dense", "gru", "lstm"}
+_RECURRENT_KINDS = {"gru", "lstm"}
 
 
 def compute_features(spec: LayerSpec, tile: int = 1) -> dict[str, float]:
-    """FLOPs, bytes in/out and parameter bytes of `spec`, channels padded to `tile`.
+    """FLOPs, bytes in/out and parameter bytes of `spec`, channels padded to `tile`, and its
+    `steps`: the timesteps of a recurrent kernel (LiteRT runs it as a WHILE loop whose fixed
+    cost per step dominates small layers), 0 for every other kind.
 
     Example:
         >>> s = LayerSpec("dense", dict(m=1, cin=256, cout=128))
@@ -120,6 +123,7 @@ def compute_features(spec: LayerSpec, tile: int = 1) -> dict[str, float]:
         "bytes_in": float(n_in * itemsize),
         "bytes_out": float(n_out * itemsize),
         "param_bytes": float(n_params * itemsize),
+        "steps": float(spec.dims["t"] if spec.kind in _RECURRENT_KINDS else 0),
     }
 
 

@@ -43,6 +43,7 @@ def test_dense_and_int8_bytes():
         "bytes_in": 256,
         "bytes_out": 128,
         "param_bytes": 256 * 128 + 128,
+        "steps": 0,
     }
 
 
@@ -65,6 +66,7 @@ def test_recurrent(kind, gates):
     f = feats(kind, dict(t=10, cin=8, units=16))
     assert f["flops"] == 2 * 10 * gates * 16 * (8 + 16)
     assert f["param_bytes"] == gates * 16 * (8 + 16 + 2) * 4
+    assert f["steps"] == 10  # the WHILE loop's per-step cost, whatever the width
 
 
 def test_split_variables_include_dims_and_log_sizes():

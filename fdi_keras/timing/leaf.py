@@ -9,7 +9,8 @@ from fdi_keras.features import FEATURES
 
 
 def design_matrix(features: list[dict]) -> np.ndarray:
-    """Columns: intercept, then FEATURES (FLOPs, bytes in, bytes out, parameter bytes)."""
+    """Columns: intercept, then FEATURES (FLOPs, bytes in, bytes out, parameter bytes,
+    recurrent steps)."""
     return np.array([[1.0] + [f[name] for name in FEATURES] for f in features])
 
 

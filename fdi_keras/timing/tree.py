@@ -20,7 +20,7 @@ from fdi_keras.timing import growth
 from fdi_keras.timing.leaf import design_matrix, relative_sse
 
 FORMAT = "fdi_keras.timing_tree"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: leaves gained the `steps` feature (recurrent kernels)
 TILES = (1, 4, 8, 16, 32)
 
 
@@ -289,8 +289,9 @@ class TimingTree:
         if data.get("format_version") != FORMAT_VERSION:
             raise TreeFormatError(
                 f"{source} has format_version {data.get('format_version')!r}; this fdi_keras "
-                f"reads version {FORMAT_VERSION}. Refit it from its profile.jsonl with "
-                "tools/fit_tree.py (or re-profile the device)."
+                f"reads version {FORMAT_VERSION}. Refit it: rerun tools/profile_device.py with "
+                "the same --out_dir, which keeps every measured row of profile.jsonl and only "
+                "refits the tree."
             )
         try:
             tree = cls(**data["hyperparameters"])
