@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fdi_keras.features import compute_features
+from fdi_keras.features import FEATURES, compute_features
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing.leaf import fit_nonnegative
 
@@ -38,7 +38,9 @@ class FlopsLinear:
         tree = TimingTree(max_depth=0, tiles=(1,))
         for kind, (intercept, per_flop) in self.weights_.items():
             flat = FlatTree()
-            flat.add_leaf([intercept, per_flop, 0.0, 0.0, 0.0], 0)
+            weights = np.zeros(len(FEATURES) + 1)  # [intercept, *FEATURES]
+            weights[0], weights[1 + FEATURES.index("flops")] = intercept, per_flop
+            flat.add_leaf(weights.tolist(), 0)
             tree.kinds_[kind] = {"tile": 1, "tree": flat, "rows": 0, "validation_mape": None}
         tree.metadata_ = {"model": "FLOPs-linear"}
         return tree

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from fdi_keras.errors import MissingKindError, TreeFormatError
+from fdi_keras.features import compute_features
+from fdi_keras.profiling.sampling import sample_configs
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing import FlopsLinear, TimingTree
 
@@ -111,3 +113,11 @@ def test_not_fitted_and_bad_arguments():
         TimingTree().fit([LayerSpec("dense", dict(m=1, cin=2, cout=2))], [0.0])
     with pytest.raises(ValueError, match="equal length"):
         TimingTree().fit([], [1.0])
+
+
+def test_flops_baseline_as_a_tree_predicts_like_the_baseline():
+    specs = [s for kind in ("conv2d", "gru") for s in sample_configs(kind, 40, seed=5)]
+    times = [1.0 + 1e-4 * compute_features(s)["flops"] for s in specs]
+    baseline = FlopsLinear().fit(specs, times)
+    tree = baseline.as_tree()
+    np.testing.assert_allclose([tree.predict_one(s) for s in specs], baseline.predict(specs))
