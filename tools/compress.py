@@ -16,9 +16,8 @@ import json
 import os
 
 import keras
-import numpy as np
 from absl import app, flags
-from datafiles import load_npz  # tools/ is on sys.path when a tool runs
+from datafiles import accuracy, load_npz  # tools/ is on sys.path when a tool runs
 
 import fdi_keras
 from fdi_keras.atomic import atomic_write_bytes
@@ -78,10 +77,7 @@ def run(
             to_tflite(result.model, os.path.join(out_dir, "compressed.tflite")),
         ]
     before, after = measure_latency(flatbuffers)
-    acc = [
-        float(np.mean(np.argmax(m.predict(x_test, verbose=0), -1) == y_test))
-        for m in (model, result.model)
-    ]
+    acc = [accuracy(m, x_test, y_test) for m in (model, result.model)]
     report = {
         "accuracy": {"input": acc[0], "compressed": acc[1]},
         "predicted_ms": {

@@ -1,4 +1,4 @@
-"""The tools' data files: an .npz with x_train, y_train, x_test, y_test."""
+"""The tools' data files (an .npz with x_train, y_train, x_test, y_test) and test accuracy."""
 
 from __future__ import annotations
 
@@ -13,3 +13,8 @@ def load_npz(path, input_shape):
         return (x / 255.0 if x.dtype == np.uint8 else x).astype("float32").reshape(-1, *input_shape)
 
     return (prep(d["x_train"]), d["y_train"]), (prep(d["x_test"]), d["y_test"])
+
+
+def accuracy(model, x, y) -> float:
+    """Top-1 accuracy of a softmax classifier on (x, y)."""
+    return float(np.mean(np.argmax(model.predict(x, verbose=0, batch_size=256), -1) == y))

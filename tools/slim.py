@@ -19,9 +19,8 @@ import json
 import os
 
 import keras
-import numpy as np
 from absl import app, flags
-from datafiles import load_npz  # tools/ is on sys.path when a tool runs
+from datafiles import accuracy, load_npz  # tools/ is on sys.path when a tool runs
 
 import fdi_keras
 from fdi_keras import rebirth
@@ -45,10 +44,6 @@ def define_flags() -> None:
     flags.DEFINE_bool("dry_run", False, "Write and print the plan only.")
     flags.DEFINE_string("out_dir", "slimmed", "Output directory.")
     flags.mark_flags_as_required(["model", "data"])
-
-
-def _accuracy(model, x, y) -> float:
-    return float(np.mean(np.argmax(model.predict(x, verbose=0, batch_size=256), -1) == y))
 
 
 def run(
@@ -95,7 +90,7 @@ def run(
     report = {"input": {}, "slimmed": {}}
     for key, m, t, fb in zip(report, (model, small), timings, flatbuffers):
         report[key] = {
-            "accuracy": _accuracy(m, x_test, y_test),
+            "accuracy": accuracy(m, x_test, y_test),
             "measured_ms": t.min_ms,
             "measured_median_ms": t.median_ms,
             "measured_spread": t.spread,
