@@ -13,6 +13,8 @@ import tensorflow as tf
 from keras import ops
 from tqdm.auto import tqdm
 
+from fdi_keras.prune.graph import consumers
+
 
 def _batches(n, batch_size, rng):
     """Shuffled full batches (a smaller last batch would retrace the step function)."""
@@ -71,8 +73,6 @@ def block_models(student, teacher, student_layer: str, teacher_layer: str):
     the student's chain of sole consumers to the first layer the teacher has too with the same
     output shape (the module's Concatenate).
     """
-    from fdi_keras.prune.graph import consumers
-
     users = consumers(student)
     s_layer, t_layer = student.get_layer(student_layer), teacher.get_layer(teacher_layer)
     by_name = {layer.name: layer for layer in teacher.layers}

@@ -199,7 +199,7 @@ class Branch:
         return [x for x in self.layers if isinstance(x, L.Conv2D)][-1]
 
 
-def _branch(graph: Graph, end, concat):
+def _branch(graph: Graph, end):
     """Walk back from a Concatenate input to the module input through single-consumer layers."""
     layers, current = [], end
     while current is not None and graph.sole_user(current) is not None:
@@ -235,7 +235,7 @@ def find_branches(model: keras.Model) -> tuple[list[Merge], list[Skip]]:
         if not isinstance(concat, L.Concatenate):
             continue
         ends = graph.parents(concat)
-        walked = [_branch(graph, end, concat) for end in ends]
+        walked = [_branch(graph, end) for end in ends]
         roots = {id(root) for _, root in walked if root is not None}
         if any(layers is None for layers, _ in walked) or len(roots) != 1 or len(ends) < 2:
             skips.append(
@@ -287,7 +287,7 @@ def module_branches(model: keras.Model, concat_name: str) -> list[Branch]:
     concat = model.get_layer(concat_name)
     out = []
     for end in graph.parents(concat):
-        layers, _ = _branch(graph, end, concat)
+        layers, _ = _branch(graph, end)
         out.append(Branch(layers, _role(layers)))
     return out
 
