@@ -18,6 +18,8 @@ DEFAULT_DATA_DIR = os.environ.get(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"),
 )
 
+FILES = {"mnist": "mnist.npz", "har": "uci_har.npz", "cifar10": "cifar10.npz"}
+
 
 def _load(data_dir, name):
     path = os.path.join(data_dir, name)
@@ -30,7 +32,7 @@ def _load(data_dir, name):
 
 
 def mnist(data_dir=DEFAULT_DATA_DIR):
-    d = _load(data_dir, "mnist.npz")
+    d = _load(data_dir, FILES["mnist"])
     scale = lambda x: (x[..., None] / 255.0).astype("float32")  # noqa: E731
     return (scale(d["x_train"]), d["y_train"].astype("int64")), (
         scale(d["x_test"]),
@@ -40,7 +42,7 @@ def mnist(data_dir=DEFAULT_DATA_DIR):
 
 def uci_har(data_dir=DEFAULT_DATA_DIR):
     """(128 steps x 9 channels) windows, standardized with the training split's statistics."""
-    d = _load(data_dir, "uci_har.npz")
+    d = _load(data_dir, FILES["har"])
     mean, std = d["x_train"].mean(axis=(0, 1)), d["x_train"].std(axis=(0, 1))
     norm = lambda x: ((x - mean) / std).astype("float32")  # noqa: E731
     return (norm(d["x_train"]), d["y_train"].astype("int64")), (
@@ -50,7 +52,7 @@ def uci_har(data_dir=DEFAULT_DATA_DIR):
 
 
 def cifar10(data_dir=DEFAULT_DATA_DIR, seed=0):
-    d = _load(data_dir, "cifar10.npz")
+    d = _load(data_dir, FILES["cifar10"])
     order = np.random.default_rng(seed).permutation(len(d["y_train"]))  # rows grouped by class
     scale = lambda x: (x / 255.0).astype("float32")  # noqa: E731
     return (scale(d["x_train"][order]), d["y_train"][order].astype("int64")), (
