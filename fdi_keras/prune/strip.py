@@ -25,8 +25,7 @@ import numpy as np
 
 from fdi_keras.errors import UnsupportedLayerError
 from fdi_keras.prune.graph import check_rebuildable, layer_inputs, rebuild
-from fdi_keras.prune.structure import CHANNEL_PRESERVING as PASS_THROUGH
-from fdi_keras.prune.structure import ELEMENTWISE
+from fdi_keras.prune.structure import CHANNEL_PRESERVING, ELEMENTWISE, passes_channels
 from fdi_keras.prune.wrapper import LatencyAware, size_attribute
 
 L = keras.layers
@@ -34,7 +33,7 @@ L = keras.layers
 SLICING = (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D, L.GRU, L.LSTM)
 
 
-def _propagate(model) -> tuple[dict, dict, dict]:
+def propagate_keep(model) -> tuple[dict, dict, dict]:
     """keep mask of every layer's inputs (list) and output, and the constants held by the
     removed channels of its first input (or None), by layer id."""
     out_keep = {id(t): np.ones(t.shape[-1], bool) for t in model.inputs}
@@ -58,7 +57,7 @@ def _output_keep(layer, ins):
         if isinstance(layer.layer, L.DepthwiseConv2D):  # channel c * M + m: input c, gate m
             return np.outer(ins[0], layer.mask()).ravel()
         return layer.mask()
-    if isinstance(layer, PASS_THROUGH):
+    if passes_channels(layer):
         return ins[0]
     if isinstance(layer, L.DepthwiseConv2D):
         return np.repeat(ins[0], layer.depth_multiplier)
@@ -88,8 +87,9 @@ def _output_keep(layer, ins):
     raise UnsupportedLayerError(
         f"strip cannot remove channels flowing into layer {layer.name!r} of class "
         f"{type(layer).__name__}. Channels can flow through: "
-        f"{', '.join(sorted({c.__name__ for c in PASS_THROUGH + ELEMENTWISE}))}, Flatten, "
-        "Concatenate, DepthwiseConv2D, and into Dense, Conv1D/2D, SeparableConv2D, GRU, LSTM."
+        f"{', '.join(sorted({c.__name__ for c in CHANNEL_PRESERVING + ELEMENTWISE}))} "
+        "(element-wise activations only), Flatten, Concatenate, DepthwiseConv2D, and into "
+        "Dense, Conv1D/2D, SeparableConv2D, GRU, LSTM."
     )
 
 
@@ -227,7 +227,7 @@ def strip(model: keras.Model) -> keras.Model:
         {'layer': 'conv1', 'channels': 32, 'kept': 19, 'kept_indices': [...]}
     """
     check_rebuildable(model)
-    layer_in, layer_out, const_in = _propagate(model)
+    layer_in, layer_out, const_in = propagate_keep(model)
     history = []
 
     def transform(layer, ins):

@@ -1,10 +1,12 @@
 """Who owns the channels of each tensor: the gate groups of a model (Torch-Pruning's idea).
 
 A tensor's channels are *owned* by the gated block that produced them; layers that keep the
-channel layout (BatchNormalization, activations, pooling, padding, dropout, DepthwiseConv2D,
-Flatten) pass ownership on; an element-wise merge (`Add`) couples the owners of its inputs into one
-group. A group that meets a model output, a model input, a layer that creates its own channels
-without a gate, or a consumer strip cannot adjust is *fixed*: its channels cannot be removed.
+channel layout (BatchNormalization, element-wise activations, pooling, padding, dropout,
+DepthwiseConv2D, Flatten) pass ownership on; an element-wise merge (`Add`) couples the owners of
+its inputs into one group. A group that meets a model output, a model input, a layer that
+creates its own channels without a gate, a layer that mixes channels (softmax: a removed
+channel's exp(0) is in every other channel's denominator), an element-wise merge of flattened
+tensors, or a consumer strip cannot adjust is *fixed*: its channels cannot be removed.
 
 A DepthwiseConv2D's output channel c * M + m belongs to input channel c and multiplier m, so its
 channels have two owners: its input's and its multiplier gate's (a fixed one when the multiplier
@@ -25,21 +27,33 @@ CHANNEL_PRESERVING = (
     L.BatchNormalization,
     L.Activation,
     L.ReLU,
-    L.Softmax,
     *INFERENCE_IDENTITY,
     *POOLING,
     *GLOBAL_POOLING,
     L.ZeroPadding1D,
     L.ZeroPadding2D,
 )
+# Activations whose output channel depends on the other channels.
+CHANNEL_MIXING_ACTIVATIONS = (keras.activations.softmax, keras.activations.log_softmax)
 ELEMENTWISE = (L.Add, L.Multiply, L.Subtract, L.Average, L.Maximum, L.Minimum)
-# Consumers whose input dimension strip can slice (or that pass channels on).
+# Besides the layers that pass channels on, consumers whose input dimension strip can slice.
 ADJUSTABLE = (
-    CHANNEL_PRESERVING
-    + ELEMENTWISE
+    ELEMENTWISE
     + (L.DepthwiseConv2D,)
     + (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D, L.GRU, L.LSTM, L.Flatten, L.Concatenate)
 )
+
+
+def mixes_channels(activation) -> bool:
+    """Whether an activation function's output channel depends on other channels (softmax)."""
+    return any(activation is f for f in CHANNEL_MIXING_ACTIVATIONS)
+
+
+def passes_channels(layer) -> bool:
+    """Whether each output channel of `layer` depends on the same input channel alone."""
+    if isinstance(layer, L.Activation):
+        return not mixes_channels(layer.activation)
+    return isinstance(layer, CHANNEL_PRESERVING)
 
 
 class Groups:
@@ -80,30 +94,40 @@ def channel_owners(model, block_of) -> tuple[dict, Groups]:
     """
     groups = Groups()
     owner = {}
+    flattened = set()  # ids of tensors laid out as (position, channel) by a Flatten
     for t in model.inputs:
         owner[id(t)] = (f"input:{t.name}",)
         groups.fix(owner[id(t)][0])
     for layer in model.layers:
         if isinstance(layer, L.InputLayer):
             continue
-        ins = [owner[id(t)] for t in layer_inputs(layer)]
+        tensors = layer_inputs(layer)
+        ins = [owner[id(t)] for t in tensors]
         block = block_of(layer)
+        merges_flattened = isinstance(layer, ELEMENTWISE) and bool(
+            flattened.intersection(map(id, tensors))
+        )
         inner = layer.layer if isinstance(layer, L.Wrapper) else layer
         if block is not None:
             out = (*ins[0], block) if isinstance(inner, L.DepthwiseConv2D) else (block,)
         elif isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier > 1:
             out = (*ins[0], f"fixed:{layer.name}")
             groups.fix(out[-1])
-        elif isinstance(layer, CHANNEL_PRESERVING + (L.DepthwiseConv2D, L.Flatten)):
+        elif passes_channels(layer) or isinstance(layer, (L.DepthwiseConv2D, L.Flatten)):
             out = ins[0]  # Flatten keeps ownership: its units are channel x spatial position
-        elif isinstance(layer, ELEMENTWISE):
+        elif isinstance(layer, ELEMENTWISE) and not merges_flattened:
             out = _merge(groups, ins)
         else:
             out = (f"fixed:{layer.name}",)
             groups.fix(out[0])
-        if not isinstance(layer, ADJUSTABLE) and block is None:
+        adjustable = passes_channels(layer) or isinstance(layer, ADJUSTABLE)
+        if block is None and (merges_flattened or not adjustable):
             for o in ins:
                 _fix(groups, o)
+        if isinstance(layer, L.Flatten) or (
+            passes_channels(layer) and flattened.intersection(map(id, tensors))
+        ):
+            flattened.add(id(layer.output))
         owner[id(layer.output)] = out
         for name in out:
             groups.find(name)

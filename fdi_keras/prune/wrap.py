@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from fdi_keras.prune.graph import check_rebuildable, consumers, rebuild
-from fdi_keras.prune.structure import channel_owners
+from fdi_keras.prune.structure import channel_owners, mixes_channels
 from fdi_keras.prune.wrapper import GATEABLE, RECURRENT, LatencyAware
 
 L = keras.layers
@@ -18,9 +18,11 @@ def _clone(layer):
 def _fusable_activation(layer) -> bool:
     if isinstance(layer, L.ReLU):
         return True
-    return isinstance(layer, L.Activation) and keras.activations.serialize(
-        layer.activation
-    ) not in ("softmax", "linear")
+    return (
+        isinstance(layer, L.Activation)
+        and not mixes_channels(layer.activation)
+        and keras.activations.serialize(layer.activation) != "linear"
+    )
 
 
 def _blocks(model) -> dict[int, list]:
@@ -33,6 +35,8 @@ def _blocks(model) -> dict[int, list]:
             continue
         if isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier == 1:
             continue  # no multiplier to gate: its channels are its input's
+        if mixes_channels(getattr(layer, "activation", None)):
+            continue  # a softmax over channels: removing one changes the others
         chain = [layer]
         fusable = () if isinstance(layer, RECURRENT) else (L.BatchNormalization, "activation")
         for kind in fusable:

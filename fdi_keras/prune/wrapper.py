@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops
 
 from fdi_keras.prune.gates import get_gate
+from fdi_keras.prune.structure import mixes_channels
 
 L = keras.layers
 RECURRENT = (L.GRU, L.LSTM)
@@ -98,6 +99,13 @@ class LatencyAware(L.Wrapper):
                 "removed by gating the layer that produces them. Received: "
                 f"layer={layer.name!r} with depth_multiplier=1"
             )
+        for owner in (layer, activation):
+            if mixes_channels(getattr(owner, "activation", None)):
+                raise ValueError(
+                    "LatencyAware cannot gate channels that a softmax normalizes together (a "
+                    "closed channel would still count in the others' denominator). Received: "
+                    f"{owner.name!r} with activation={owner.activation.__name__!r}"
+                )
         if norm is not None and not isinstance(norm, L.BatchNormalization):
             raise ValueError(
                 "norm must be a BatchNormalization layer or None. Received: "

@@ -168,3 +168,37 @@ def test_keras_save_load_of_a_gated_depthwise_block(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 12, 12, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x), gated(x, training=False), atol=1e-6)
     np.testing.assert_allclose(strip(loaded)(x), loaded(x), atol=1e-5)
+
+
+def _gated_names(model):
+    return [la.layer.name for la in latency_aware(model).layers if isinstance(la, LatencyAware)]
+
+
+def test_channels_normalized_by_a_softmax_are_not_gated():
+    """A closed channel is 0, whose exp(0) still counts in a softmax's denominator: a block
+    feeding a softmax over channels (layer or activation) cannot lose channels."""
+    with pytest.raises(ValueError, match="normalizes together.*'attn' with activation='softmax'"):
+        LatencyAware(L.Dense(4, activation="softmax", name="attn"))
+    with pytest.raises(ValueError, match="activation='log_softmax'"):
+        LatencyAware(L.Dense(4), activation=L.Activation("log_softmax"))
+    x = keras.Input((6, 6, 3))
+    a = L.Conv2D(8, 1, name="into_softmax_layer")(x)
+    b = L.Conv2D(8, 1, name="into_softmax_activation")(x)
+    c = L.Conv2D(8, 1, activation="softmax", name="own_softmax")(x)
+    d = L.Conv2D(8, 1, name="free")(x)
+    merged = L.Concatenate()([L.Softmax()(a), L.Activation("softmax")(b), c, L.ReLU()(d)])
+    model = keras.Model(x, L.Dense(2)(L.GlobalAveragePooling2D()(merged)))
+    assert _gated_names(model) == ["free"]
+
+
+def test_a_flattened_tensor_merged_by_add_is_not_gated():
+    """Flatten's units are (position, channel) pairs: an Add with another tensor does not
+    couple channels one to one, so neither side is gated (nor coupled into one group)."""
+    x = keras.Input((2, 2, 3))
+    h = L.Flatten()(L.Conv2D(4, 1, name="conv")(x))
+    d = L.Dense(16, name="dense")(L.Flatten()(x))
+    h = L.Add()([L.Dropout(0.1)(h), d])
+    model = keras.Model(x, L.Dense(2, name="head")(h))
+    assert _gated_names(model) == []
+    y = L.Dense(2)(L.Dense(16, name="after_flatten")(L.Flatten()(L.Conv2D(4, 1, name="c")(x))))
+    assert _gated_names(keras.Model(x, y)) == ["c", "after_flatten"]
