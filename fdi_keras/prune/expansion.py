@@ -19,7 +19,7 @@ def group_time(tree: TimingTree, kernels, root: str, width: int) -> float:
     """Predicted microseconds of the kernels depending on group `root` at `width` channels."""
     total = 0.0
     for spec, deps in kernels:
-        changes = {dim: m * width for dim, r, m in deps if r == root}
+        changes = {d.dim: d.value(width) for d in deps if d.root == root}
         if changes:
             total += tree.predict_one(spec.replace(**changes))
     return total

@@ -15,21 +15,26 @@ every call to `update`, i.e. every epoch.
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import keras
+import numpy as np
 
 from fdi_keras.features import compute_features
 from fdi_keras.kernels import model_kernels
 from fdi_keras.latency import LatencyReport, predict_latency
 from fdi_keras.prune.graph import layer_inputs
-from fdi_keras.prune.strip import strip
-from fdi_keras.prune.structure import channel_owners
+from fdi_keras.prune.strip import propagate_keep, strip
+from fdi_keras.prune.structure import ELEMENTWISE, channel_owners, passes_channels
 from fdi_keras.prune.wrapper import LatencyAware
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing.leaf import design_matrix
 from fdi_keras.timing.tree import TimingTree
 
-# Which dims of a kernel are channel counts, and which side sets them: the input's owners,
-# the output's owners, or the gates of a DepthwiseConv2D's multiplier.
+L = keras.layers
+# Which dims of a kernel are channel counts, and which side sets them: the input's channels,
+# the output's, or the gates of a DepthwiseConv2D's multiplier.
 CHANNEL_DIMS = {
     "conv2d": {"cin": "in", "cout": "out"},
     "dense": {"cin": "in", "cout": "out"},
@@ -37,6 +42,7 @@ CHANNEL_DIMS = {
     "pool2d": {"c": "in"},
     "global_pool": {"c": "in"},
     "add": {"c": "in"},
+    "concat": {"c": "out"},
     "pad": {"c": "in"},
     "lrn": {"c": "in"},
     "gru": {"cin": "in", "units": "out"},
@@ -58,39 +64,98 @@ def gate_groups(model) -> dict[str, list[LatencyAware]]:
     return out
 
 
-def channel_dependencies(model):
-    """The kernels of `strip(model)` with the gate groups their channel dims depend on.
+class Dependency(NamedTuple):
+    """A kernel dim that moves with a gate group: dim = offset + slope * alive channels."""
 
-    Returns ([(spec, [(dim, group root, multiplier)])], {root: wrappers}), where the dim's
-    value is `multiplier * alive channels of the group` (e.g. Flatten -> Dense: h*w*c). A dim set
-    by several groups (the C * M channels after a gated DepthwiseConv2D) depends on each, with
-    the others' current widths in its multiplier: the linearization at the current structure.
+    dim: str
+    root: str
+    slope: float
+    offset: float
+
+    def value(self, width: int) -> int:
+        return int(round(self.offset + self.slope * width))
+
+
+def channel_slopes(model) -> dict[int, dict[str, float]]:
+    """For every layer output (by id), d(its channels) / d(alive channels of gate group g) at
+    the current structure, by group root; groups that cannot change are left out.
+
+    Channels pass through unchanged (slope 1), are tiled by Flatten (x positions) and by a
+    DepthwiseConv2D (x multipliers; a gated one's C * M channels also move with its multiplier
+    gates, x C), and add up in a Concatenate.
     """
     members = gate_groups(model)
     gated = {id(w): w.name for w in wrappers(model)}
-    owner, groups = channel_owners(model, lambda layer: gated.get(id(layer)))
+    _, groups = channel_owners(model, lambda layer: gated.get(id(layer)))
+    layer_in, layer_out, _ = propagate_keep(model)
+    slopes = {id(t): {} for t in model.inputs}
+    for layer in model.layers:
+        if isinstance(layer, L.InputLayer):
+            continue
+        ins = [slopes[id(t)] for t in layer_inputs(layer)]
+        inner = layer.layer if isinstance(layer, LatencyAware) else layer
+        if isinstance(layer, LatencyAware):
+            root = groups.find(layer.name)
+            own = {root: 1.0} if root in members and not groups.is_fixed(root) else {}
+            if isinstance(inner, L.DepthwiseConv2D):  # C * M channels
+                alive_in = float(layer_in[id(layer)][0].sum())
+                out = _add(_scaled(ins[0], float(layer.mask().sum())), _scaled(own, alive_in))
+            else:
+                out = own
+        elif isinstance(layer, L.DepthwiseConv2D):
+            out = _scaled(ins[0], layer.depth_multiplier)
+        elif isinstance(layer, L.Flatten):
+            out = _scaled(ins[0], int(np.prod(layer.input.shape[1:-1])))
+        elif passes_channels(layer) or isinstance(layer, ELEMENTWISE):
+            out = ins[0]  # an element-wise merge's inputs are one group (or fixed)
+        elif isinstance(layer, L.Concatenate):
+            out = functools.reduce(_add, ins, {})
+        else:
+            out = {}
+        slopes[id(layer.output)] = out
+    return slopes
+
+
+def _scaled(slopes: dict, factor: float) -> dict:
+    return {root: factor * v for root, v in slopes.items()}
+
+
+def _add(a: dict, b: dict) -> dict:
+    return {root: a.get(root, 0.0) + b.get(root, 0.0) for root in {**a, **b}}
+
+
+def channel_dependencies(model):
+    """The kernels of `strip(model)` with the gate groups their channel dims depend on.
+
+    Returns ([(spec, [Dependency])], {root: wrappers}); a dependency's slope is
+    d(dim) / d(alive channels of the group) at the current structure (`channel_slopes`), e.g.
+    Flatten -> Dense: h*w; the channels after a Concatenate: 1 for each branch's group.
+    """
+    members = gate_groups(model)
+    root_of = {id(w): root for root, ws in members.items() for w in ws}
+    alive = {root: float(ws[0].mask().sum()) for root, ws in members.items()}
+    slopes = channel_slopes(model)
     sides = {}
     for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, L.InputLayer):
             continue
         wrapped = isinstance(layer, LatencyAware)
-        multiplier = wrapped and isinstance(layer.layer, keras.layers.DepthwiseConv2D)
+        out = slopes[id(layer.output)]
+        multiplier = wrapped and isinstance(layer.layer, L.DepthwiseConv2D)
+        own = root_of.get(id(layer))
         sides[layer.layer.name if wrapped else layer.name] = {
-            "in": owner[id(layer_inputs(layer)[0])],
-            "out": owner[id(layer.output)],
-            "mult": (layer.name,) if multiplier else (),
+            "in": slopes[id(layer_inputs(layer)[0])],
+            "out": out,
+            "mult": {own: 1.0} if multiplier and own in out else {},
         }
-    width = {root: int(ws[0].mask().sum()) for root, ws in members.items()}
     out = []
     for kernel in model_kernels(strip(model)):
         side = sides.get(kernel.layers[0], {})
-        deps = []
-        for dim, which in CHANNEL_DIMS.get(kernel.spec.kind, {}).items():
-            for own in side.get(which, ()):
-                root = groups.find(own)
-                if groups.is_fixed(own) or root not in width:
-                    continue
-                deps.append((dim, root, kernel.spec.dims[dim] // max(width[root], 1)))
+        deps = [
+            Dependency(dim, root, slope, kernel.spec.dims[dim] - slope * alive[root])
+            for dim, which in CHANNEL_DIMS.get(kernel.spec.kind, {}).items()
+            for root, slope in side.get(which, {}).items()
+        ]
         out.append((kernel.spec, deps))
     return out, members
 
@@ -130,9 +195,9 @@ class LatencyRegularizer:
         """Microseconds per alive channel of each gate group (by group root name)."""
         costs: dict[str, float] = {}
         for spec, deps in channel_dependencies(model)[0]:
-            for dim, root, multiplier in deps:
-                slope = max(0.0, _slope(self.tree, spec, dim)) * multiplier
-                costs[root] = costs.get(root, 0.0) + slope
+            for dep in deps:
+                slope = max(0.0, _slope(self.tree, spec, dep.dim)) * dep.slope
+                costs[dep.root] = costs.get(dep.root, 0.0) + slope
         return costs
 
     def update(self, model, report: LatencyReport | None = None) -> LatencyReport:

@@ -95,7 +95,7 @@ def test_a_gated_depthwise_layer_is_charged_per_multiplier(staircase_tree):
     conv, depthwise, pointwise = gated.layers[1:4]
     kernels, members = channel_dependencies(gated)
     roots = {ws[0].name: root for root, ws in members.items()}
-    deps = {(spec.kind, spec.dims.get("cin")): d for spec, d in kernels}
+    deps = {(spec.kind, spec.dims.get("cin")): [d[:3] for d in ds] for spec, ds in kernels}
     assert deps["depthwise_conv2d", 6] == [
         ("cin", roots[conv.name], 1),
         ("mult", roots[depthwise.name], 1),
@@ -131,3 +131,33 @@ def test_expansion_works_in_multiplier_units(staircase_tree):
     changes = expand_to_local_minima(gated, staircase_tree, tolerance=0.05)
     assert changes[root] == (3, 5)  # 30 channels, the widest in the stair; 36 is the next
     assert depthwise.mask().tolist() == [True] * 5 + [False]
+
+
+def test_channels_after_a_concatenate_are_charged_to_each_branch(staircase_tree):
+    """The 1x1 convolution after an Inception-style Concatenate reads a + b channels: each
+    branch's group moves its input dim one for one, and group_time follows the prediction."""
+    x = keras.Input((8, 8, 3))
+    a = L.Conv2D(12, 1, activation="relu", name="a")(x)
+    b = L.Conv2D(20, 3, padding="same", activation="relu", name="b")(x)
+    h = L.Conv2D(8, 1, name="after")(L.Concatenate()([a, b]))
+    gated = latency_aware(keras.Model(x, L.Dense(2)(L.GlobalAveragePooling2D()(h))))
+    kernels, members = channel_dependencies(gated)
+    roots = {ws[0].layer.name: root for root, ws in members.items()}
+    deps = {spec.kind + str(spec.dims.get("cin", "")): ds for spec, ds in kernels}
+    assert sorted(d[:3] for d in deps["conv2d32"]) == sorted(
+        [("cin", roots["a"], 1), ("cin", roots["b"], 1), ("cout", roots["after"], 1)]
+    )
+    assert sorted(d[:3] for d in deps["concat"]) == sorted(
+        [("c", roots["a"], 1), ("c", roots["b"], 1)]
+    )
+    branch = next(
+        w for w in gated.layers if getattr(w, "layer", None) is not None and w.layer.name == "b"
+    )
+    predicted, grouped = [], []
+    for k in (20, 17, 9, 3):
+        branch.alive.assign((np.arange(20) < k).astype("float32"))
+        predicted.append(LatencyRegularizer(staircase_tree).predict(gated).total_us)
+        grouped.append(group_time(staircase_tree, kernels, roots["b"], k))
+    np.testing.assert_allclose(np.diff(predicted), np.diff(grouped), rtol=1e-6)
+    costs = LatencyRegularizer(staircase_tree).channel_costs(gated)
+    assert costs[roots["a"]] > 0 and costs[roots["b"]] > costs[roots["a"]]  # 3x3 vs 1x1
