@@ -93,6 +93,7 @@ def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size,
     if error:
         raise RuntimeError(f"The calibration kernel failed to convert: {error}")
     batches = _batches([s for s in specs if s.key() not in store.done], batch_size)
+    errors = sum(r["status"] == "error" for r in store.rows)  # then counted per batch
     futures = [pool.submit(convert_batch, [s.to_dict() for s in b]) for b in batches[:2]]
     for i, batch in enumerate(batches):
         converted = futures[i].result()
@@ -117,8 +118,9 @@ def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size,
                 timing, calibration_timing = timed[j]
                 rows.append(_row(spec, timing, None, calibration_timing.min_us, device))
         store.append(rows)
+        errors += sum(r["status"] == "error" for r in rows)
         bar.update(len(batch))
-        bar.set_postfix(device=runner.name, errors=sum(r["status"] == "error" for r in store.rows))
+        bar.set_postfix(device=runner.name, errors=errors)
 
 
 def sample_all(
