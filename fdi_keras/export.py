@@ -161,7 +161,9 @@ def measure_memory(tflite: bytes | str, threads: int = 1, invokes: int = 3) -> f
     try:
         out = subprocess.run(
             [sys.executable, "-c", _MEMORY_PROBE, f.name, str(threads), str(invokes)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     finally:
         os.unlink(f.name)

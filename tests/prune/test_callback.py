@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -83,6 +84,42 @@ def test_errors_and_warnings(staircase_tree, mnist_slice):
         )
     with pytest.raises(ValueError, match="target_latency_ms must be positive"):
         FastDeepIoTCallback(staircase_tree, target_latency_ms=0)
+    with pytest.raises(ValueError, match="control_every must be an integer >= 0"):
+        FastDeepIoTCallback(staircase_tree, control_every=-1)
+
+
+def test_within_an_epoch_the_strength_follows_the_gap_every_control_step(
+    staircase_tree, mnist_slice
+):
+    x, y = mnist_slice[0][:64], mnist_slice[1][:64]
+    start = fdi_keras.predict_latency(lenet(), staircase_tree).total_ms
+    for target, sign in ((start * 1000, -1), (start / 100, 1)):  # gap about -1 and +1
+        for control_every, steps in ((1, 8 + 1), (4, 2 + 1), (0, 1)):  # 8 batches + epoch end
+            callback = FastDeepIoTCallback(
+                staircase_tree, target, strength=1.0, control_every=control_every, verbose=0
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the target below the floor warns
+                history = compiled(latency_aware(lenet())).fit(
+                    x, y, epochs=1, batch_size=8, callbacks=[callback], verbose=0
+                )
+            strength = history.history["latency_strength"][0]
+            assert strength == pytest.approx(np.exp(sign * 0.1 * steps), rel=1e-2)
+
+
+def test_expected_latency_follows_the_gates_before_they_close(staircase_tree):
+    gated = compiled(latency_aware(lenet((16, 32, 64))))
+    callback = FastDeepIoTCallback(staircase_tree, target_latency_ms=1.0, verbose=0)
+    callback.set_model(gated)
+    callback.on_train_begin()
+    before = callback.expected_latency_us()
+    assert before == pytest.approx(fdi_keras.predict_latency(gated, staircase_tree).total_us)
+    conv = gated.layers[3]  # 32 channels: close 16 of them
+    conv.set_gate_logits(np.where(np.arange(32) < 16, 3.0, -9.0))
+    expected = callback.expected_latency_us()
+    hard = fdi_keras.predict_latency(gated, staircase_tree).total_us
+    assert hard < expected < before
+    assert expected == pytest.approx(hard, rel=0.1)  # linear in the leaves at 32 channels
 
 
 def test_config_round_trip(staircase_tree):
