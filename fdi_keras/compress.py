@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -11,6 +12,26 @@ import keras
 from fdi_keras.latency import predict_latency
 from fdi_keras.prune import FastDeepIoTCallback, latency_aware, strip
 from fdi_keras.timing.tree import TimingTree
+
+
+class CosineAnnealing(keras.callbacks.Callback):
+    """Anneals the optimizer's learning rate from its value to 0 along a cosine over the fit,
+    so the fine-tuned model ends at a minimum rather than wherever the last step left it
+    (with BatchNormalization, test accuracy can swing by several points between epochs). An
+    optimizer built with a learning-rate schedule keeps its own."""
+
+    def on_train_begin(self, logs=None):
+        rate = self.model.optimizer.learning_rate
+        self.rate = rate if isinstance(rate, keras.Variable) else None
+        self.base = float(keras.ops.convert_to_numpy(rate))
+        self.total = max(1, self.params["epochs"] * (self.params["steps"] or 1))
+        self.step = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.rate is not None:
+            progress = min(self.step / self.total, 1.0)
+            self.rate.assign(self.base * 0.5 * (1 + math.cos(math.pi * progress)))
+            self.step += 1
 
 
 @dataclasses.dataclass
@@ -51,7 +72,8 @@ def compress(
         tree: the device's timing tree; reported latencies are predicted with it.
         x, y: training data (the callback needs real gradients of the task loss).
         target_latency_ms: the latency to reach.
-        epochs: epochs of latency-aware training; finetune_epochs: epochs after `strip`.
+        epochs: epochs of latency-aware training; finetune_epochs: epochs after `strip`, with
+            the learning rate annealed to 0 along a cosine (`CosineAnnealing`).
         gate: gate formulation ("hard_concrete" or "straight_through").
         expand: expand layers to nearby local minima of the time staircase.
         strength: initial penalty strength.
@@ -83,6 +105,7 @@ def compress(
             epochs=finetune_epochs,
             batch_size=batch_size,
             validation_data=validation_data,
+            callbacks=[CosineAnnealing()],
             verbose=0,
         )
     return CompressionResult(

@@ -43,3 +43,22 @@ def test_compress_tool_writes_a_smaller_model_and_its_report(tmp_path, staircase
     assert report["predicted_ms"]["compressed"] < report["predicted_ms"]["input"]
     assert report["measured_ms"]["compressed"] > 0 and 0 <= report["accuracy"]["compressed"] <= 1
     assert len(report["epoch_log"]) == 4
+
+
+def test_fine_tuning_anneals_the_learning_rate_to_zero_unless_scheduled(mnist_slice):
+    from fdi_keras.compress import CosineAnnealing
+
+    x, y = mnist_slice[0][:64], mnist_slice[1][:64]
+    rates = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda b, logs: rates.append(float(model.optimizer.learning_rate))
+    )
+    model = lenet()
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=16, callbacks=[CosineAnnealing(), record], verbose=0)
+    assert rates[0] == np.float32(1e-3) and np.all(np.diff(rates) < 0) and rates[-1] < 2e-4
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 1, 0.5)
+    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, batch_size=16, callbacks=[CosineAnnealing()], verbose=0)
+    steps = int(model.optimizer.iterations)
+    assert float(model.optimizer.learning_rate) == np.float32(1e-3 * 0.5**steps)  # untouched
