@@ -1,6 +1,6 @@
 """Benchmark of latency-steered compression (FastDeepIoT) against its ablations and baselines.
 
-    python benchmarks/compression.py                      # MNIST, UCI HAR, CIFAR-10: ~1.5 h
+    python benchmarks/compression.py                      # MNIST, UCI HAR, CIFAR-10: ~1.3 h
     python benchmarks/compression.py --datasets=cifar10   # one dataset; the others' results stay
 
 Per dataset, side by side in one run, LiteRT fp32, 1 thread: the dense model; FastDeepIoT
