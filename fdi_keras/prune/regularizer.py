@@ -84,10 +84,9 @@ def channel_slopes(model) -> dict[int, dict[str, float]]:
     DepthwiseConv2D (x multipliers; a gated one's C * M channels also move with its multiplier
     gates, x C), and add up in a Concatenate.
     """
-    members = gate_groups(model)
     gated = {id(w): w.name for w in wrappers(model)}
     _, groups = channel_owners(model, lambda layer: gated.get(id(layer)))
-    layer_in, layer_out, _ = propagate_keep(model)
+    layer_in, _, _ = propagate_keep(model)
     slopes = {id(t): {} for t in model.inputs}
     for layer in model.layers:
         if isinstance(layer, L.InputLayer):
@@ -96,7 +95,7 @@ def channel_slopes(model) -> dict[int, dict[str, float]]:
         inner = layer.layer if isinstance(layer, LatencyAware) else layer
         if isinstance(layer, LatencyAware):
             root = groups.find(layer.name)
-            own = {root: 1.0} if root in members and not groups.is_fixed(root) else {}
+            own = {} if groups.is_fixed(root) else {root: 1.0}
             if isinstance(inner, L.DepthwiseConv2D):  # C * M channels
                 alive_in = float(layer_in[id(layer)][0].sum())
                 out = _add(_scaled(ins[0], float(layer.mask().sum())), _scaled(own, alive_in))
