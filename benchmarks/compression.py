@@ -118,7 +118,10 @@ def fit(model, x, y, epochs, batch_size=64):
     return time.time() - start
 
 
-def epoch_overhead(dense, tree, target_ms, x, y, rounds=3, samples=15000):
+OVERHEAD_SAMPLES = 15000  # examples per timed epoch of the training-overhead measurement
+
+
+def epoch_overhead(dense, tree, target_ms, x, y, rounds=3, samples=OVERHEAD_SAMPLES):
     """Seconds per epoch (over up to `samples` examples) of the plain model and of the gated
     model with the callback steering toward `target_ms`: `rounds` epochs of each, interleaved
     after a warm-up one, from the start to the end of the epoch (the callback's per-epoch work
@@ -270,9 +273,9 @@ def dataset_section(name, env, rows, overhead, target):
             ),
             "",
             f"Training overhead of wrappers + callback: {overhead['gated']:.1f} s vs "
-            f"{overhead['plain']:.1f} s per epoch of up to 15,000 examples, medians of "
-            f"{len(overhead['ratios'])} "
-            f"interleaved epochs: {100 * (np.median(overhead['ratios']) - 1):+.0f}% (rounds: "
+            f"{overhead['plain']:.1f} s per epoch of up to {OVERHEAD_SAMPLES:,} examples, "
+            f"medians of {len(overhead['ratios'])} interleaved epochs: "
+            f"{100 * (np.median(overhead['ratios']) - 1):+.0f}% (rounds: "
             + ", ".join(f"{100 * (r - 1):+.0f}%" for r in overhead["ratios"])
             + ").",
             "",

@@ -104,29 +104,26 @@ def channel_owners(model, block_of) -> tuple[dict, Groups]:
         tensors = layer_inputs(layer)
         ins = [owner[id(t)] for t in tensors]
         block = block_of(layer)
-        merges_flattened = isinstance(layer, ELEMENTWISE) and bool(
-            flattened.intersection(map(id, tensors))
-        )
+        passes = passes_channels(layer)
+        reads_flattened = bool(flattened.intersection(map(id, tensors)))
+        merges_flattened = isinstance(layer, ELEMENTWISE) and reads_flattened
         inner = layer.layer if isinstance(layer, L.Wrapper) else layer
         if block is not None:
             out = (*ins[0], block) if isinstance(inner, L.DepthwiseConv2D) else (block,)
         elif isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier > 1:
             out = (*ins[0], f"fixed:{layer.name}")
             groups.fix(out[-1])
-        elif passes_channels(layer) or isinstance(layer, (L.DepthwiseConv2D, L.Flatten)):
+        elif passes or isinstance(layer, (L.DepthwiseConv2D, L.Flatten)):
             out = ins[0]  # Flatten keeps ownership: its units are channel x spatial position
         elif isinstance(layer, ELEMENTWISE) and not merges_flattened:
             out = _merge(groups, ins)
         else:
             out = (f"fixed:{layer.name}",)
             groups.fix(out[0])
-        adjustable = passes_channels(layer) or isinstance(layer, ADJUSTABLE)
-        if block is None and (merges_flattened or not adjustable):
+        if block is None and (merges_flattened or not (passes or isinstance(layer, ADJUSTABLE))):
             for o in ins:
                 _fix(groups, o)
-        if isinstance(layer, L.Flatten) or (
-            passes_channels(layer) and flattened.intersection(map(id, tensors))
-        ):
+        if isinstance(layer, L.Flatten) or (passes and reads_flattened):
             flattened.add(id(layer.output))
         owner[id(layer.output)] = out
         for name in out:

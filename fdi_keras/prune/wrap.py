@@ -21,7 +21,7 @@ def _fusable_activation(layer) -> bool:
     return (
         isinstance(layer, L.Activation)
         and not mixes_channels(layer.activation)
-        and keras.activations.serialize(layer.activation) != "linear"
+        and layer.activation is not keras.activations.linear
     )
 
 
