@@ -27,8 +27,8 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import COUNTS, environment, table, write_section  # noqa: E402
-from examples import datasets, models  # noqa: E402
-from fdi_keras import latency_aware, predict_latency, strip  # noqa: E402
+from examples import models  # noqa: E402
+from fdi_keras import datasets, latency_aware, predict_latency, strip  # noqa: E402
 from fdi_keras.compress import CosineAnnealing, compress  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
 from fdi_keras.profiling import LocalRunner, run_profile, sample_all  # noqa: E402
@@ -37,14 +37,18 @@ from fdi_keras.timing import FlopsLinear, TimingTree, rows_to_dataset  # noqa: E
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
-    "datasets", None, "Any of mnist, har, cifar10; default: those whose .npz is in --data_dir."
+    "datasets",
+    ["mnist", "har", "cifar10"],
+    "Any of mnist, har, cifar10 (each found as fdi_keras.datasets documents).",
 )
 flags.DEFINE_string(
     "profile_dir",
     "benchmarks/out/timing_model/profile",
     "Profile of this CPU (extended with the kinds these models need).",
 )
-flags.DEFINE_string("data_dir", datasets.DEFAULT_DATA_DIR, "Folder of the .npz datasets.")
+flags.DEFINE_string(
+    "data_dir", None, "Folder of the .npz datasets (default: $FDI_DATA, ../shared/data, download)."
+)
 flags.DEFINE_float("target_speedup", 3.0, "Predicted speedup asked of every compressor.")
 flags.DEFINE_float("epoch_scale", 1.0, "Multiplies every epoch count (0.1 for a smoke run).")
 
@@ -286,12 +290,9 @@ def dataset_section(name, env, rows, overhead, target):
 
 def main(argv):
     del argv
-    names = FLAGS.datasets or [
-        n for n in SETUPS if os.path.exists(os.path.join(FLAGS.data_dir, datasets.FILES[n]))
-    ]
     env = environment()
     tree, flops_tree = device_trees()
-    for name in names:
+    for name in FLAGS.datasets:
         rows, overhead, target = run_dataset(name, tree, flops_tree)
         pareto_plot(name, rows)
         section = dataset_section(name, env, rows, overhead, target)

@@ -29,15 +29,17 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import COUNTS, environment, table, write_section  # noqa: E402
-from examples import datasets, models  # noqa: E402
-from fdi_keras import predict_latency, rebirth  # noqa: E402
+from examples import models  # noqa: E402
+from fdi_keras import datasets, predict_latency, rebirth  # noqa: E402
 from fdi_keras.compress import compress  # noqa: E402
 from fdi_keras.export import measure_latency, measure_memory, to_tflite, with_input_shape  # noqa: E402
 from fdi_keras.profiling import LocalRunner, run_profile, sample_all  # noqa: E402
 from fdi_keras.timing import TimingTree  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", datasets.DEFAULT_DATA_DIR, "Folder of the .npz datasets.")
+flags.DEFINE_string(
+    "data_dir", None, "Folder of the .npz datasets (default: $FDI_DATA, ../shared/data, download)."
+)
 flags.DEFINE_string(
     "profile_dir",
     "benchmarks/out/timing_model/profile",

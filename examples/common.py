@@ -95,9 +95,11 @@ def define_flags(
     """The flags every example takes, with that example's defaults."""
     from absl import flags
 
-    from examples import datasets
-
-    flags.DEFINE_string("data_dir", datasets.DEFAULT_DATA_DIR, f"Folder holding {dataset_file}.")
+    flags.DEFINE_string(
+        "data_dir",
+        None,
+        f"Folder holding {dataset_file} (default: $FDI_DATA, ../shared/data, then download).",
+    )
     flags.DEFINE_string("tree", "profiles/this_cpu/timing_tree.json", "This CPU's timing tree.")
     flags.DEFINE_float("target_speedup", 3.0, "Target predicted speedup over the dense model.")
     flags.DEFINE_integer("epochs", epochs, "Epochs of dense training.")

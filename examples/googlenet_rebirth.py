@@ -8,7 +8,8 @@ The teacher is GoogLeNet (Inception v1 with its LRN layers), a VGG-style net or 
 ResNet-style net (examples/models.py). The plan (with predicted savings when --tree is given)
 is printed, the slimmed model is learned layer by layer and fine-tuned with distillation, and
 both are exported to TFLite and measured side by side: accuracy, latency and peak memory.
-CIFAR-10 is read from --data_dir; without cifar10.npz the example falls back to MNIST.
+CIFAR-10 is found as `fdi_keras.datasets` documents: --data_dir, $FDI_DATA, ../shared/data,
+then the Keras download.
 """
 
 import contextlib
@@ -20,13 +21,15 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fdi_keras  # noqa: E402
-from examples import common, datasets, models  # noqa: E402
-from fdi_keras import rebirth  # noqa: E402
+from examples import common, models  # noqa: E402
+from fdi_keras import datasets, rebirth  # noqa: E402
 from fdi_keras.export import measure_latency, measure_memory, to_tflite  # noqa: E402
 
 flags.DEFINE_enum("model", "googlenet", ["googlenet", "vgg", "resnet"], "Teacher network.")
 flags.DEFINE_float("width", 0.25, "GoogLeNet width multiplier.")
-flags.DEFINE_string("data_dir", datasets.DEFAULT_DATA_DIR, "Folder holding cifar10.npz.")
+flags.DEFINE_string(
+    "data_dir", None, "Folder holding cifar10.npz (default: $FDI_DATA, ../shared/data, download)."
+)
 flags.DEFINE_string("tree", None, "This CPU's timing tree (optional: predicted savings).")
 flags.DEFINE_integer("epochs", 6, "Teacher training epochs.")
 flags.DEFINE_integer("layerwise_epochs", 1, "Epochs of each layer-wise step.")
@@ -41,16 +44,9 @@ BUILDERS = {
 }
 
 
-def load_data():
-    if os.path.exists(os.path.join(FLAGS.data_dir, "cifar10.npz")):
-        return datasets.cifar10(FLAGS.data_dir)
-    print(f"No cifar10.npz in {FLAGS.data_dir}: falling back to MNIST (28x28x1).")
-    return datasets.mnist(FLAGS.data_dir)
-
-
 def main(argv):
     del argv
-    (x, y), (x_test, y_test) = load_data()
+    (x, y), (x_test, y_test) = datasets.cifar10(FLAGS.data_dir)
     tree = common.load_tree(FLAGS.tree) if FLAGS.tree else None
     teacher = common.train(BUILDERS[FLAGS.model](x.shape[1:]), x, y, FLAGS.epochs)
     plan = rebirth.plan(teacher, tree)

@@ -10,7 +10,8 @@ import sys
 from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from examples import common, datasets, models  # noqa: E402
+from examples import common, models  # noqa: E402
+from fdi_keras import datasets  # noqa: E402
 
 common.define_flags(
     "uci_har.npz", "examples/out/har_deepsense", epochs=10, compress_epochs=6, finetune_epochs=2

@@ -9,7 +9,8 @@ import sys
 from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from examples import common, datasets, models  # noqa: E402
+from examples import common, models  # noqa: E402
+from fdi_keras import datasets  # noqa: E402
 
 common.define_flags(
     "mnist.npz", "examples/out/mnist_lenet", epochs=3, compress_epochs=4, finetune_epochs=1

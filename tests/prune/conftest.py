@@ -1,6 +1,4 @@
-import os
 
-import numpy as np
 import pytest
 from prune_helpers import KINDS, staircase_time
 
@@ -15,9 +13,6 @@ def staircase_tree():
 
 
 @pytest.fixture(scope="session")
-def mnist_slice():
-    path = os.environ.get(
-        "FDI_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
-    )
-    data = np.load(os.path.join(path, "mnist.npz"))
+def mnist_slice(real_dataset):
+    data = real_dataset("mnist")
     return data["x_train"][:512, ..., None].astype("float32") / 255.0, data["y_train"][:512]

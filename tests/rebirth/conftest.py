@@ -1,4 +1,3 @@
-import os
 
 import numpy as np
 import pytest
@@ -22,10 +21,7 @@ def staircase_tree_with_lrn():
 
 
 @pytest.fixture(scope="session")
-def cifar_slice():
-    path = os.environ.get(
-        "FDI_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
-    )
-    data = np.load(os.path.join(path, "cifar10.npz"))
+def cifar_slice(real_dataset):
+    data = real_dataset("cifar10")
     order = np.random.default_rng(0).permutation(len(data["y_train"]))[:768]
     return data["x_train"][order].astype("float32") / 255.0, data["y_train"][order].astype("int64")
