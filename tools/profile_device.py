@@ -4,7 +4,11 @@
         --num_configs=300 --threads=1 --out_dir=profiles/this_cpu
 
 Writes OUT_DIR/profile.jsonl (resumable: rerun the same command after an interruption),
-OUT_DIR/timing_tree.json and OUT_DIR/report.txt, and prints the report.
+OUT_DIR/timing_tree.json and OUT_DIR/report.txt, and prints the report. The tree is fitted on
+every row of OUT_DIR/profile.jsonl, so profiling more kinds into the same OUT_DIR keeps the
+kinds profiled before; rows of another device, runtime, dtype or thread count are refused.
+One run at a time holds OUT_DIR (OUT_DIR/profile.lock). A device that stops answering is
+retried with growing waits (--retries, --retry_delay), then the run stops: rerun to resume.
 """
 
 from __future__ import annotations
@@ -13,11 +17,22 @@ import os
 
 from absl import app, flags
 
-from fdi_keras.atomic import atomic_write_bytes
-from fdi_keras.profiling import LocalRunner, run_profile, sample_all
+from fdi_keras.profiling import (
+    LocalRunner,
+    ProfileLock,
+    RetryPolicy,
+    read_rows,
+    run_profile,
+    sample_all,
+)
+from fdi_keras.profiling.fitting import (
+    define_fit_flags,
+    fit_options,
+    fit_profile,
+    write_tree,
+)
 from fdi_keras.specs import DTYPES, KINDS
 from fdi_keras.timing import TimingTree
-from fdi_keras.timing.report import profile_report
 
 FLAGS = flags.FLAGS
 
@@ -46,6 +61,16 @@ def define_flags() -> None:
     )
     flags.DEFINE_list("hosts", [], "ssh: hosts (user@host) with python3 and ai_edge_litert.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    flags.DEFINE_integer(
+        "retries", RetryPolicy.retries, "Retries of a device that stops answering.", lower_bound=0
+    )
+    flags.DEFINE_float(
+        "retry_delay",
+        RetryPolicy.delay,
+        "Seconds before the first retry; each next wait doubles, up to 30 s.",
+        lower_bound=0,
+    )
+    define_fit_flags()
 
 
 def make_runners(backend: str, serials=(), hosts=(), benchmark_binary=None) -> list:
@@ -66,25 +91,49 @@ def make_runners(backend: str, serials=(), hosts=(), benchmark_binary=None) -> l
 
 
 def run(
-    runners, kinds, num_configs, out_dir, threads=1, dtype="float32", seed=0, progress=True
+    runners,
+    kinds,
+    num_configs,
+    out_dir,
+    threads=1,
+    dtype="float32",
+    seed=0,
+    progress=True,
+    retry=None,
+    tree_options=None,
+    drift_correction=True,
 ) -> tuple[TimingTree, str]:
-    """Profiles, fits the tree and writes the three output files; returns (tree, report)."""
+    """Profiles `kinds` into `out_dir`, fits the tree on every row of its store and writes
+    timing_tree.json and report.txt; returns (tree, report).
+
+    Raises:
+        ProfileLockedError: another run is using `out_dir`.
+        MixedProfileError: `out_dir` holds rows of another device, runtime, dtype or threads.
+        DeviceUnavailableError: a device stayed unreachable through `retry`; rerun to resume.
+    """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"Unknown kinds {unknown}. Supported kinds: {', '.join(KINDS)}.")
     specs = sample_all(kinds, num_configs, seed, dtype, threads)
-    result = run_profile(runners, specs, out_dir, progress=progress)
-    tree = TimingTree().fit_rows(result.rows)
-    tree.metadata_["profiling_seconds"] = result.seconds
-    tree.save(os.path.join(out_dir, "timing_tree.json"))
-    report = profile_report(result.rows, tree, result.seconds)
-    atomic_write_bytes(os.path.join(out_dir, "report.txt"), report.encode())
+    os.makedirs(out_dir, exist_ok=True)
+    with ProfileLock(out_dir):
+        result = run_profile(runners, specs, out_dir, progress=progress, retry=retry)
+        # Every row of the store, not only this run's: kinds profiled before stay in the tree.
+        rows = read_rows(result.path)
+        tree, report = fit_profile(rows, tree_options, drift_correction, result.seconds)
+        write_tree(
+            tree,
+            report,
+            os.path.join(out_dir, "timing_tree.json"),
+            os.path.join(out_dir, "report.txt"),
+        )
     return tree, report
 
 
 def main(argv):
     del argv
     runners = make_runners(FLAGS.backend, FLAGS.serials, FLAGS.hosts, FLAGS.benchmark_binary)
+    tree_options, drift_correction = fit_options(FLAGS)
     _, report = run(
         runners,
         FLAGS.kinds,
@@ -94,11 +143,19 @@ def main(argv):
         FLAGS.dtype,
         FLAGS.seed,
         FLAGS.progress,
+        RetryPolicy(FLAGS.retries, FLAGS.retry_delay, max(30.0, FLAGS.retry_delay)),
+        tree_options,
+        drift_correction,
     )
     print(report)
     print(f"Wrote {FLAGS.out_dir}/profile.jsonl, timing_tree.json, report.txt")
 
 
-if __name__ == "__main__":
+def entry():
+    """The command line."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    entry()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import glob
 import multiprocessing
 import os
 import time
@@ -11,12 +12,16 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from fdi_keras.errors import DeviceUnavailableError
 from fdi_keras.profiling.convert import (
     CALIBRATION_SPEC,
     convert_batch,
     die_with_parent,
     quiet_tensorflow,
 )
+from fdi_keras.profiling.fitting import check_one_setup
+from fdi_keras.profiling.lock import ProfileLock
+from fdi_keras.profiling.retry import RetryPolicy, call_with_retries
 from fdi_keras.profiling.runners import Runner
 from fdi_keras.profiling.sampling import sample_configs
 from fdi_keras.profiling.store import ProfileStore, merge_shards, read_rows
@@ -60,28 +65,42 @@ def _batches(specs: list[LayerSpec], size: int) -> list[list[LayerSpec]]:
     return [specs[i : i + size] for i in range(0, len(specs), size)]
 
 
-def _time_batch(runner: Runner, calibration: bytes, models: list[bytes], threads: int):
+RESUME_HINT = (
+    "Every row measured so far is saved: once the device is back, rerun the same command "
+    "(same --out_dir) to resume."
+)
+
+
+def _time_batch(runner: Runner, calibration: bytes, models: list[bytes], threads: int, retry):
     """[(timing, calibration timing) or error message] per model; a model that breaks the
-    runtime is isolated by timing the batch's models one by one."""
+    runtime is isolated by timing the batch's models one by one. Transport errors are
+    retried (`retry`) and never recorded: `DeviceUnavailableError` stops the run."""
     try:
-        timings = runner.time([calibration, *models], threads)
+        timings = call_with_retries(
+            lambda: runner.time([calibration, *models], threads), retry, runner.name, RESUME_HINT
+        )
         return [(t, timings[0]) for t in timings[1:]]
+    except DeviceUnavailableError:
+        raise
     except Exception:  # noqa: BLE001 - find which model fails, below
         if len(models) == 1:
             raise
     results = []
     for model in models:
         try:
-            results.append(_time_batch(runner, calibration, [model], threads)[0])
-        except Exception as e:  # noqa: BLE001 - a runtime failure is recorded per row
+            results.append(_time_batch(runner, calibration, [model], threads, retry)[0])
+        except DeviceUnavailableError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a model's own failure is recorded per row
             results.append(f"run: {type(e).__name__}: {e}"[:500])
     return results
 
 
-def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size, bar):
+def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size, bar, retry):
     if not specs:
         return
-    device, threads = runner.describe(), specs[0].threads
+    device = call_with_retries(runner.describe, retry, runner.name, RESUME_HINT)
+    threads = specs[0].threads
     calibration = LayerSpec(
         CALIBRATION_SPEC.kind,
         CALIBRATION_SPEC.dims,
@@ -103,7 +122,9 @@ def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size,
         timed = dict(
             zip(
                 ok,
-                _time_batch(runner, calibration_model, [converted[j][0] for j in ok], threads)
+                _time_batch(
+                    runner, calibration_model, [converted[j][0] for j in ok], threads, retry
+                )
                 if ok
                 else [],
             )
@@ -143,42 +164,98 @@ def run_profile(
     out_dir: str,
     batch_size: int = 12,
     progress: bool = True,
+    retry: RetryPolicy | None = None,
 ) -> ProfileRun:
     """Times every spec not yet in `out_dir`; resumes what `out_dir` already has.
 
     With one runner rows go straight to `out_dir/profile.jsonl`; with several, each runner
     profiles its own shard (`out_dir/shards/<name>.jsonl`) in parallel and the shards are
-    merged into `profile.jsonl`. Returns the rows of `specs` (measured now or before).
+    merged into `profile.jsonl`, keeping the rows it already holds. Returns the rows of
+    `specs` (measured now or before); `profile.jsonl` may hold more (other kinds).
+
+    Args:
+        runners: one runner per device; several devices must be of one model.
+        specs: the configurations to have measured.
+        out_dir: the profile directory, locked for the run (`ProfileLock`).
+        batch_size: configurations converted and timed together.
+        progress: show a progress bar.
+        retry: how transport errors are retried (`RetryPolicy()` by default).
+
+    Raises:
+        ProfileLockedError: another run is using `out_dir`.
+        MixedProfileError: `out_dir` holds rows of another device, runtime, dtype or thread
+            count than this run's.
+        DeviceUnavailableError: a device stayed unreachable through every retry; the rows
+            measured before are saved and rerunning resumes.
     """
     if not runners:
         raise ValueError("run_profile needs at least one runner. Received: runners=[]")
     os.makedirs(out_dir, exist_ok=True)
+    with ProfileLock(out_dir):
+        return _run_locked(runners, specs, out_dir, batch_size, progress, retry or RetryPolicy())
+
+
+def _run_locked(runners, specs, out_dir, batch_size, progress, retry) -> ProfileRun:
     out_path = os.path.join(out_dir, "profile.jsonl")
+    main = ProfileStore(out_path)
+    shard_dir = os.path.join(out_dir, "shards")
     if len(runners) == 1:
-        paths = [out_path]
+        stores = [main]
     else:
-        os.makedirs(os.path.join(out_dir, "shards"), exist_ok=True)
-        paths = [os.path.join(out_dir, "shards", f"{r.name}.jsonl") for r in runners]
-    stores = [ProfileStore(p) for p in paths]
-    shards = [specs[i :: len(runners)] for i in range(len(runners))]
-    before = sum(len({s.key() for s in sh} & st.done) for sh, st in zip(shards, stores))
+        os.makedirs(shard_dir, exist_ok=True)
+        stores = [ProfileStore(os.path.join(shard_dir, f"{r.name}.jsonl")) for r in runners]
+    # Shards of earlier runs (other devices, or a run stopped before merging) count as done.
+    earlier = [ProfileStore(p) for p in sorted(glob.glob(os.path.join(shard_dir, "*.jsonl")))]
+    done = set(main.done).union(*(s.done for s in stores + earlier))
+    _check_setup(runners, specs, [main, *stores, *earlier], retry)
+    todo = [s for s in specs if s.key() not in done]
+    shards = [todo[i :: len(runners)] for i in range(len(runners))]
     start = time.time()
     quiet_tensorflow()
     context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
+    failures = []
     with (
         cf.ProcessPoolExecutor(1, mp_context=context, initializer=die_with_parent) as pool,
         tqdm(
-            total=len(specs), initial=before, unit="config", disable=not progress, desc="profiling"
+            total=len(specs),
+            initial=len(specs) - len(todo),
+            unit="config",
+            disable=not progress,
+            desc="profiling",
         ) as bar,
         cf.ThreadPoolExecutor(len(runners)) as workers,
     ):
         jobs = [
-            workers.submit(_profile_shard, r, sh, st, pool, batch_size, bar)
+            workers.submit(_profile_shard, r, sh, st, pool, batch_size, bar, retry)
             for r, sh, st in zip(runners, shards, stores)
         ]
         for job in jobs:
-            job.result()
-    rows = merge_shards(paths, out_path) if len(runners) > 1 else read_rows(out_path)
+            try:
+                job.result()
+            except Exception as e:  # noqa: BLE001 - the other devices finish their shards first
+                failures.append(e)
+    if len(runners) > 1:  # merged even after a failure: what was measured is kept
+        paths = sorted({s.path for s in stores + earlier})
+        rows = merge_shards(paths, out_path)
+    else:
+        rows = read_rows(out_path)
+    if failures:
+        raise failures[0]
     wanted = {s.key() for s in specs}
     rows = [r for r in rows if r["key"] in wanted]
-    return ProfileRun(rows, time.time() - start, len(specs) - before, out_path)
+    return ProfileRun(rows, time.time() - start, len(todo), out_path)
+
+
+def _check_setup(runners, specs, stores, retry) -> None:
+    """Refuses, before measuring anything, to add rows of another setup to the store."""
+    if not specs:
+        return
+    rows, sources = [], []
+    for store in {s.path: s for s in stores}.values():
+        rows += store.rows
+        sources += [store.path] * len(store.rows)
+    for runner in runners:
+        device = call_with_retries(runner.describe, retry, runner.name, RESUME_HINT)
+        rows.append({"device": device, "dtype": specs[0].dtype, "threads": specs[0].threads})
+        sources.append(f"this run on {runner.name}")
+    check_one_setup(rows, sources)

@@ -6,7 +6,11 @@ together with `timer.py`) to a board that has Python and `ai_edge_litert`, and r
 interleaved timing protocol as `LocalRunner` there.
 
 Both implement the `Runner` protocol (`name`, `describe()`, `time(models, threads)`), so the
-profiler treats them like the local runner:
+profiler treats them like the local runner. Both raise `TransportError` when the device cannot
+be reached (adb: device offline / not found / unauthorized, a failed push; ssh: exit status
+255, a failed copy; either: a command timeout, or the timing process killed by SIGKILL,
+SIGTERM or SIGHUP); the profiler retries those. Other failures (benchmark_model or the agent
+failing on a model) raise `RuntimeError`: the model's own failure, stored as an error row.
 
     runner = AdbRunner("R58M123ABC")                     # serial from `adb devices`
     timings = runner.time([tflite_bytes], threads=1)
@@ -24,14 +28,27 @@ import shlex
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from fdi_keras.errors import TransportError
 from fdi_keras.profiling.benchmark_model import BenchmarkResult, parse_benchmark_output
 from fdi_keras.profiling.timer import Timing
 
 DEFAULT_BENCHMARK_BINARY = "/data/local/tmp/benchmark_model"
 PROTOCOL_KEYS = ("rounds", "burst_seconds", "max_spread", "retries", "seed")
 _TAIL_LINES = 20
+# Exit statuses of a process killed by SIGHUP, SIGKILL or SIGTERM (as a shell reports them):
+# the connection dropped or the process was killed; not the model's doing. (SIGSEGV and
+# SIGABRT, a crash on the model, stay the model's failure.)
+KILLED_STATUSES = (128 + 1, 128 + 9, 128 + 15, -1, -9, -15)
+# What adb prints when it cannot reach the device (adb/client/*.cpp, adb/transport.cpp).
+_ADB_TRANSPORT = re.compile(
+    r"device offline|device '[^']*' not found|no devices/emulators found|device unauthorized"
+    r"|device still (?:authorizing|connecting)|error: closed|protocol fault"
+    r"|failed to get feature set|cannot connect to daemon|connection reset"
+    r"|adb: error: failed to (?:read|copy)|insufficient permissions for device",
+    re.IGNORECASE,
+)
 _VERSION = re.compile(r"(?i)\bversion\b\s*[:=]?\s*v?(\d+\.\d+[\w.+\-]*)")
 _ANDROID_PROPS = (
     "ro.product.manufacturer",
@@ -49,8 +66,19 @@ def _tail(text: str, n: int = _TAIL_LINES) -> str:
     return "\n".join(lines[-n:]) if lines else "<empty>"
 
 
-def _run(cmd: list[str], timeout: float, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs `cmd`; RuntimeError with the command and its output's tail when it fails."""
+def _run(
+    cmd: list[str],
+    timeout: float,
+    check: bool = True,
+    transport: Callable[[subprocess.CompletedProcess], bool] | None = None,
+) -> subprocess.CompletedProcess:
+    """Runs `cmd`; an error with the command and its output's tail when it fails.
+
+    Raises:
+        TransportError: it timed out, or it failed and `transport(proc)` says the device could
+            not be reached (even with `check=False`).
+        RuntimeError: it could not start, or it failed otherwise and `check` is set.
+    """
     shown = shlex.join(cmd)
     try:
         proc = subprocess.run(
@@ -63,16 +91,33 @@ def _run(cmd: list[str], timeout: float, check: bool = True) -> subprocess.Compl
         ) from e
     except subprocess.TimeoutExpired as e:
         stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr
-        raise RuntimeError(
+        raise TransportError(
             f"Command timed out after {timeout} s: {shown}\nstderr (last lines):\n{_tail(stderr)}"
         ) from e
-    if check and proc.returncode != 0:
-        raise RuntimeError(
+    unreachable = proc.returncode != 0 and transport is not None and transport(proc)
+    if unreachable or (check and proc.returncode != 0):
+        raise (TransportError if unreachable else RuntimeError)(
             f"Command failed with exit code {proc.returncode}: {shown}\n"
             f"stderr (last lines):\n{_tail(proc.stderr)}\n"
             f"stdout (last lines):\n{_tail(proc.stdout)}"
         )
     return proc
+
+
+def _always(proc: subprocess.CompletedProcess) -> bool:
+    """Copying files and making directories fail only when the device is out of reach."""
+    return True
+
+
+def _adb_unreachable(proc: subprocess.CompletedProcess) -> bool:
+    return proc.returncode in KILLED_STATUSES or bool(
+        _ADB_TRANSPORT.search(f"{proc.stderr}\n{proc.stdout}")
+    )
+
+
+def _ssh_unreachable(proc: subprocess.CompletedProcess) -> bool:
+    # ssh exits with 255 for its own errors (connection refused, timeout, lost link).
+    return proc.returncode == 255 or proc.returncode in KILLED_STATUSES
 
 
 def _cleanup(cmd: list[str], timeout: float) -> None:
@@ -207,7 +252,8 @@ class AdbRunner:
         """Backend, phone model and SoC, Android version, and the binary's version if printed."""
         if self._description is None:
             script = "; ".join(f"getprop {prop}" for prop in _ANDROID_PROPS)
-            lines = _run(self._adb("shell", script), self.timeout).stdout.replace("\r", "")
+            proc = _run(self._adb("shell", script), self.timeout, transport=_adb_unreachable)
+            lines = proc.stdout.replace("\r", "")
             values = dict(zip(_ANDROID_PROPS, [v.strip() for v in lines.split("\n")], strict=False))
             soc = values.get("ro.soc.model") or values.get("ro.board.platform") or "unknown SoC"
             model = " ".join(
@@ -233,7 +279,8 @@ class AdbRunner:
         return dict(self._description)
 
     def _binary_version(self) -> str | None:
-        proc = _run(self._shell([self.benchmark_binary, "--version"]), self.timeout, check=False)
+        cmd = self._shell([self.benchmark_binary, "--version"])
+        proc = _run(cmd, self.timeout, check=False, transport=_adb_unreachable)
         found = _VERSION.search(proc.stdout + "\n" + proc.stderr)
         return found[1] if found else None
 
@@ -242,7 +289,8 @@ class AdbRunner:
 
         Raises:
             ValueError: `threads` is not an integer >= 1.
-            RuntimeError: an adb command failed, or `benchmark_model` printed no timing.
+            TransportError: the phone could not be reached (see the module docstring).
+            RuntimeError: `benchmark_model` failed on a model or printed no timing.
         """
         _check_threads(threads)
         if not models:
@@ -250,16 +298,20 @@ class AdbRunner:
         with tempfile.TemporaryDirectory(prefix="fdi_adb_") as tmp:
             local = _write_models(models, tmp)
             remote = [f"{self.remote_dir}/{os.path.basename(p)}" for p in local]
-            _run(self._shell(["mkdir", "-p", self.remote_dir]), self.timeout)
+            _run(self._shell(["mkdir", "-p", self.remote_dir]), self.timeout, transport=_always)
             try:
-                _run(self._adb("push", *local, self.remote_dir + "/"), self.timeout)
+                _run(
+                    self._adb("push", *local, self.remote_dir + "/"),
+                    self.timeout,
+                    transport=_always,
+                )
                 return [self._benchmark(path, threads) for path in remote]
             finally:
                 _cleanup(self._shell(["rm", "-f", *remote]), self.timeout)
 
     def _benchmark(self, graph: str, threads: int) -> BenchmarkResult:
         cmd = self._shell(self.benchmark_command(graph, threads))
-        proc = _run(cmd, self.timeout)
+        proc = _run(cmd, self.timeout, transport=_adb_unreachable)
         try:
             return parse_benchmark_output(proc.stdout + "\n" + proc.stderr)
         except ValueError as e:
@@ -349,13 +401,15 @@ class SshRunner:
         return [*self.ssh, self.host, shlex.join(command)]
 
     def _copy(self, paths: list[str]) -> None:
-        _run([*self.scp, *paths, f"{self.host}:{self.remote_dir}/"], self.timeout)
+        _run(
+            [*self.scp, *paths, f"{self.host}:{self.remote_dir}/"], self.timeout, transport=_always
+        )
 
     def _ensure_agent(self) -> None:
         if self._agent_ready:
             return
         here = os.path.dirname(os.path.abspath(__file__))
-        _run(self._ssh(["mkdir", "-p", self.remote_dir]), self.timeout)
+        _run(self._ssh(["mkdir", "-p", self.remote_dir]), self.timeout, transport=_always)
         self._copy([os.path.join(here, "agent.py"), os.path.join(here, "timer.py")])
         self._agent_ready = True
 
@@ -367,11 +421,12 @@ class SshRunner:
         if self._description is None:
             self._ensure_agent()
             cmd = self._agent("--describe")
-            info = self._json_lines(_run(cmd, self.timeout), cmd)[-1]
+            info = self._json_lines(_run(cmd, self.timeout, transport=_ssh_unreachable), cmd)[-1]
             self._description = {
                 "backend": "ssh",
                 "host": self.host,
-                "device": f"{info['node']} ({info['device']})",
+                "device": info["device"],
+                "node": info["node"],
                 "machine": info["machine"],
                 "python": info["python"],
                 "runtime": f"ai_edge_litert {info['ai_edge_litert']}",
@@ -383,7 +438,8 @@ class SshRunner:
 
         Raises:
             ValueError: `threads` is not an integer >= 1.
-            RuntimeError: a transport command or the agent failed.
+            TransportError: the board could not be reached, or the agent was killed.
+            RuntimeError: the agent failed on the models.
         """
         _check_threads(threads)
         if not models:
@@ -396,7 +452,8 @@ class SshRunner:
             self._copy(local)
             try:
                 cmd = self._agent(f"--threads={threads}", *flags, *remote)
-                results = self._json_lines(_run(cmd, self.timeout), cmd)
+                proc = _run(cmd, self.timeout, transport=_ssh_unreachable)
+                results = self._json_lines(proc, cmd)
             finally:
                 _cleanup(self._ssh(["rm", "-f", *remote]), self.timeout)
         by_index = {r.get("index"): r for r in results}

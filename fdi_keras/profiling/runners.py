@@ -15,6 +15,12 @@ class Runner(Protocol):
 
     `name` labels the device's rows and shard; `describe()` returns a JSON-serializable dict
     (backend, device, runtime versions) stored with every row and in the tree file.
+
+    Failures come in two classes, which the profiler treats differently. A runner raises
+    `fdi_keras.errors.TransportError` when it cannot reach its device (device offline, a
+    connection timeout, the timing process killed): the call is retried and never stored. Any
+    other exception is the models' own failure (a runtime error): the profiler isolates the
+    failing model and stores an error row for it.
     """
 
     name: str

@@ -1,6 +1,8 @@
 """End-to-end profiling with the real LiteRT runtime on this machine."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,14 +10,26 @@ import time
 
 import keras
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
 import fdi_keras
-from fdi_keras.profiling import LocalRunner, read_rows, sample_configs
+from fdi_keras.errors import (
+    DeviceUnavailableError,
+    MixedProfileError,
+    ProfileLockedError,
+    TransportError,
+)
+from fdi_keras.profiling import LocalRunner, RetryPolicy, read_rows, run_profile, sample_configs
+from fdi_keras.specs import LayerSpec
 from fdi_keras.timing import TimingTree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import profile_device  # noqa: E402
+
+# A quick protocol: these tests check what is stored, not how precisely.
+QUICK = dict(rounds=3, burst_seconds=0.0005, retries=0)
+FAST_RETRY = RetryPolicy(retries=3, delay=0.001, max_delay=0.002)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +55,7 @@ def test_profile_writes_rows_tree_and_report(profiled):
     assert "Rules:" in report and "conv2d" in report
     with open(os.path.join(out, "report.txt")) as f:
         assert f.read() == report
+    assert not os.path.exists(os.path.join(out, "profile.lock"))  # released
 
 
 def test_rerunning_a_finished_profile_measures_nothing(profiled):
@@ -61,12 +76,114 @@ def test_predict_latency_of_a_model_from_the_profiled_tree(profiled):
     report = fdi_keras.predict_latency(model, tree)
     assert [r.kind for r in report.rows] == ["conv2d", "global_pool", "dense"]
     assert len(report.rows[0].layers) == 3  # conv + BN + ReLU: one kernel
-    assert report.total_us == pytest.approx(
-        report.overhead_us + sum(r.time_us for r in report.rows)
-    )
+    # The kernels the converter runs, written out by hand, and the tree's own predictions for
+    # them: each one-kernel time includes one invoke's overhead, which the model pays once.
+    kernels = [
+        LayerSpec(
+            "conv2d", dict(h=32, w=32, cin=16, cout=32, kh=3, kw=3, sh=1, sw=1), {"padding": "same"}
+        ),
+        LayerSpec("global_pool", dict(h=32, w=32, c=32), {"op": "avg"}),
+        LayerSpec("dense", dict(m=1, cin=32, cout=10)),
+    ]
+    assert [r.dims for r in report.rows] == [k.dims for k in kernels]
+    alone = tree.predict(kernels)
+    assert tree.overhead_us_ > 0 and all(alone > tree.overhead_us_)
+    assert report.total_us == pytest.approx(sum(alone) - 2 * tree.overhead_us_)
     assert report.total_ms > 0 and "total" in str(report)
     with pytest.raises(fdi_keras.MissingKindError, match="'softmax'"):
         fdi_keras.predict_latency(keras.Model(x, keras.layers.Softmax()(x)), tree)
+
+
+def test_adding_kinds_refits_on_every_row_of_the_store(profiled, tmp_path):
+    out = str(tmp_path / "more")
+    shutil.copytree(profiled[0], out)
+    runner = LocalRunner(**QUICK)
+    tree, report = profile_device.run([runner], ["add"], 8, out, progress=False)
+    rows = read_rows(os.path.join(out, "profile.jsonl"))
+    assert len(rows) == 56
+    assert sorted(tree.kinds_) == ["add", "conv2d", "dense", "global_pool"]
+    assert tree.metadata_["rows"] == 56
+    # The kinds profiled before are fitted exactly as a tree fitted on the whole store is.
+    again = TimingTree().fit_rows(rows)
+    conv = [LayerSpec.from_dict(r["spec"]) for r in rows if r["spec"]["kind"] == "conv2d"]
+    assert tree.predict(conv) == pytest.approx(again.predict(conv))
+    loaded = TimingTree.load(os.path.join(out, "timing_tree.json"))
+    assert sorted(loaded.kinds_) == sorted(tree.kinds_)
+    assert all(kind in report for kind in tree.kinds_)
+
+
+def test_a_store_of_another_setup_is_refused_before_measuring(profiled, tmp_path):
+    out = str(tmp_path / "other")
+    shutil.copytree(profiled[0], out)
+    before = read_rows(os.path.join(out, "profile.jsonl"))
+    with pytest.raises(MixedProfileError, match=r"2 different setups(.|\n)*threads.: 2") as info:
+        profile_device.run([LocalRunner(**QUICK)], ["add"], 4, out, threads=2, progress=False)
+    assert "this run on local" in str(info.value) and "profile.jsonl" in str(info.value)
+    assert read_rows(os.path.join(out, "profile.jsonl")) == before
+
+
+class FlakyRunner(LocalRunner):
+    """The real local runner whose "device" goes away for `outage` calls in a row from call
+    number `start` on, and which fails, as a runtime would, on a batch holding a dense model of
+    `poison` = (cin, cout)."""
+
+    def __init__(self, start, outage, poison=None):
+        super().__init__(**QUICK)
+        self.start, self.outage, self.poison, self.calls = start, outage, poison, 0
+
+    def time(self, models, threads):
+        self.calls += 1
+        if self.start <= self.calls < self.start + self.outage:
+            raise TransportError("adb: error: failed to get feature set: device offline")
+        if self.poison is not None and any(self._dense_dims(m) == self.poison for m in models):
+            raise RuntimeError("Node number 0 (FULLY_CONNECTED) failed to invoke.")
+        return super().time(models, threads)
+
+    @staticmethod
+    def _dense_dims(model):
+        interpreter = Interpreter(model_content=model)
+        shapes = [d["shape"] for d in interpreter.get_input_details()]
+        out = interpreter.get_output_details()[0]["shape"]
+        return (int(shapes[0][-1]), int(out[-1])) if len(out) == 2 else None
+
+
+def check_one_row_per_config(out, specs):
+    keys = [r["key"] for r in read_rows(os.path.join(out, "profile.jsonl"))]
+    assert len(keys) == len(set(keys)) == len(specs)
+    assert set(keys) == {s.key() for s in specs}
+
+
+def test_an_outage_mid_profile_is_retried_and_loses_no_configuration(tmp_path):
+    out = str(tmp_path / "flaky")
+    specs = sample_configs("dense", 12)
+    # The first configuration fails on the "device": a model's own failure is stored as an
+    # error row; the outage is not stored at all.
+    poison = (specs[0].dims["cin"], specs[0].dims["cout"])
+    runner = FlakyRunner(start=2, outage=3, poison=poison)
+    with pytest.warns(UserWarning, match="'local' unreachable.*device offline"):
+        result = run_profile([runner], specs, out, batch_size=4, progress=False, retry=FAST_RETRY)
+    check_one_row_per_config(out, specs)
+    errors = [r for r in result.rows if r["status"] == "error"]
+    assert [r["key"] for r in errors] == [specs[0].key()]
+    assert "failed to invoke" in errors[0]["error"]
+    assert not any("offline" in json.dumps(r) for r in result.rows)
+
+
+def test_a_run_stopped_by_an_outage_resumes_with_every_row_once(tmp_path):
+    out = str(tmp_path / "outage")
+    specs = sample_configs("dense", 12)
+    runner = FlakyRunner(start=2, outage=100)  # away for longer than the retries last
+    with pytest.warns(UserWarning), pytest.raises(DeviceUnavailableError) as info:
+        run_profile([runner], specs, out, batch_size=4, progress=False, retry=FAST_RETRY)
+    assert "'local' stayed unreachable: 4 attempts" in str(info.value)
+    assert "rerun the same command" in str(info.value)
+    saved = read_rows(os.path.join(out, "profile.jsonl"))
+    assert len(saved) == 4 and all(r["status"] == "ok" for r in saved)  # the first batch
+    assert not os.path.exists(os.path.join(out, "profile.lock"))
+    result = run_profile([LocalRunner(**QUICK)], specs, out, batch_size=4, progress=False)
+    assert result.measured == 8
+    check_one_row_per_config(out, specs)
+    assert all(r["status"] == "ok" for r in result.rows)
 
 
 def test_a_killed_run_resumes_without_losing_or_duplicating_rows(tmp_path):
@@ -85,13 +202,19 @@ def test_a_killed_run_resumes_without_losing_or_duplicating_rows(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and (not os.path.exists(path) or len(read_rows(path)) < 12):
         time.sleep(0.2)
+    # A second run on the same directory while the first one runs is refused.
+    lock = os.path.join(out, "profile.lock")
+    with pytest.raises(ProfileLockedError, match=f"pid {proc.pid}.*{lock}"):
+        profile_device.run([LocalRunner(**QUICK)], ["dense"], 40, out, progress=False)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = len(read_rows(path))
     assert 12 <= done < 40, "the run should be killed part-way"
+    assert os.path.exists(lock)  # left behind by the kill: stale, taken over below
     with open(path, "a") as f:
         f.write('{"key": "torn')  # as if killed in the middle of a write
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    assert "stale lock" in resumed.stderr and "torn last line" in resumed.stderr
     keys = [r["key"] for r in read_rows(path)]
     assert len(keys) == len(set(keys)) == 40
     assert set(keys) == {s.key() for s in sample_configs("dense", 40)}

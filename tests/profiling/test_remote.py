@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fdi_keras.errors import TransportError
 from fdi_keras.profiling import agent
 from fdi_keras.profiling.remote import AdbRunner, SshRunner, timing_from_benchmark
 from fdi_keras.profiling.timer import Timing
@@ -94,6 +95,27 @@ def test_ssh_runner_failure_shows_command_and_stderr(tmp_path, tiny_model):
         board.time([tiny_model], threads=1)
     message = str(info.value)
     assert "agent.py" in message and "no-python" in message  # the command, and sh's complaint
+    assert not isinstance(info.value, TransportError)  # the board answered: not a transport fault
+
+
+def test_ssh_runner_transport_errors(tmp_path, tiny_model):
+    # ssh's own failures exit with 255.
+    unreachable = (
+        "sh",
+        "-c",
+        "echo 'ssh: connect to host board: Connection timed out' >&2; exit 255",
+    )
+    with pytest.raises(TransportError, match="exit code 255.*Connection timed out"):
+        _board(tmp_path, ssh=unreachable).describe()
+    # The agent killed on the board (out of memory, a reboot): SIGKILL, reported by the shell.
+    killed = tmp_path / "killed-python"
+    killed.write_text("#!/bin/sh\nkill -9 $$\n")
+    killed.chmod(0o755)
+    with pytest.raises(TransportError, match="exit code (137|-9)"):
+        _board(tmp_path, python=str(killed)).time([tiny_model], threads=1)
+    # scp failing to copy the models.
+    with pytest.raises(TransportError, match="exit code 1"):
+        _board(tmp_path, scp=("sh", "-c", "exit 1")).time([tiny_model], threads=1)
 
 
 def test_ssh_runner_argument_errors(tmp_path):
@@ -203,9 +225,17 @@ def test_adb_runner_describe(tmp_path):
 
 def test_adb_runner_failures(tmp_path):
     adb, _ = _fake_adb(tmp_path, "", fail_all=True)
-    with pytest.raises(RuntimeError, match="exit code 1") as info:
+    with pytest.raises(TransportError, match="exit code 1") as info:  # retried by the profiler
         AdbRunner("R58M", adb=adb).time([b"m"], threads=1)
     assert "-s R58M" in str(info.value) and "device 'R58M' not found" in str(info.value)
+    with pytest.raises(TransportError, match="not found"):
+        AdbRunner("R58M", adb=adb).describe()
+
+    (tmp_path / "crash").mkdir()
+    adb, _ = _fake_adb(tmp_path / "crash", "ERROR: Failed to allocate tensors!\n", exit_code=1)
+    with pytest.raises(RuntimeError, match="Failed to allocate tensors") as info:
+        AdbRunner("R58M", adb=adb).time([b"m"], threads=1)
+    assert not isinstance(info.value, TransportError)  # the model's own failure: an error row
 
     table_only = _read("tflite_nnapi_op_table_only.txt")
     (tmp_path / "second").mkdir()
