@@ -9,7 +9,7 @@ NUM_CONFIGS ?= 300
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,bench]"
+	$(PY) -m pip install -q -e ".[test,bench,qat]"
 	touch $@
 
 install: $(VENV)/.installed
