@@ -222,15 +222,17 @@ def parse_har_archive(path: str) -> dict:
 
 
 def _download(name: str) -> dict:
+    if name == "uci_har":
+        return _download_har()
     import keras
 
-    if name == "uci_har":
-        return _download_har(keras)
     (x, y), (x_test, y_test) = getattr(keras.datasets, name).load_data()
     return {"x_train": x, "y_train": y.ravel(), "x_test": x_test, "y_test": y_test.ravel()}
 
 
-def _download_har(keras) -> dict:
+def _download_har() -> dict:
+    import keras
+
     archive = keras.utils.get_file(
         "human+activity+recognition+using+smartphones.zip", HAR_URL, file_hash=HAR_HASH
     )

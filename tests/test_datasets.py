@@ -91,7 +91,8 @@ def har_archive(n=(3, 2)):
     with zipfile.ZipFile(buf, "w") as z:
         for split, rows in zip(("train", "test"), n):
             for c, channel in enumerate(datasets.HAR_CHANNELS):
-                table = "\n".join(" ".join([f"{c}.5e+00"] * 128) for _ in range(rows))
+                values = c + 0.5 + np.arange(rows)[:, None] + np.arange(128) / 1000
+                table = "\n".join(" ".join(f"{v:.4e}" for v in row) for row in values)
                 z.writestr(f"UCI HAR Dataset/{split}/Inertial Signals/{channel}_{split}.txt", table)
             z.writestr(f"UCI HAR Dataset/{split}/y_{split}.txt", "\n".join(["6"] * rows))
             z.writestr(f"UCI HAR Dataset/{split}/subject_{split}.txt", "\n".join(["9"] * rows))
@@ -127,3 +128,38 @@ def test_load_npz_reshapes_to_the_model_input_and_scales_images(tmp_path):
     (xs, y), (x_test, _) = datasets.load_npz(path, (28, 28, 1))
     assert xs.shape == (4, 28, 28, 1) and xs.dtype == np.float32 and xs.max() == pytest.approx(0.2)
     assert x_test.shape == (1, 28, 28, 1) and list(y) == [0, 1, 2, 3]
+
+
+def test_the_download_is_the_last_resort_and_its_failure_says_where_to_put_the_file(
+    dirs, monkeypatch
+):
+    import keras
+
+    x, y = np.zeros((3, 32, 32, 3), "uint8"), np.arange(3, dtype="uint8")[:, None]
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", lambda: ((x, y), (x[:1], y[:1])))
+    (xs, ys), (_, y_test) = datasets.cifar10()
+    assert xs.shape == (3, 32, 32, 3) and sorted(ys) == [0, 1, 2] and y_test.shape == (1,)
+
+    def offline():
+        raise Exception("URL fetch failure on https://...: no network")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(FileNotFoundError, match="download failed.*no network.*FDI_DATA"):
+        datasets.mnist()
+
+
+def test_the_har_download_is_parsed_once_into_the_cache(tmp_path, dirs, monkeypatch):
+    import keras
+
+    archive = tmp_path / "cache" / "human+activity+recognition+using+smartphones.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(har_archive())
+    calls = []
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: calls.append(a) or str(archive))
+    (x, y), (x_test, _) = datasets.uci_har()
+    assert x.shape == (3, 128, 9) and list(y) == [5, 5, 5] and x_test.shape == (2, 128, 9)
+    assert calls[0][1] == datasets.HAR_URL
+    with np.load(archive.parent / "uci_har.npz") as cached:
+        assert list(cached["channels"]) == list(datasets.HAR_CHANNELS)
+    archive.write_bytes(b"not read again")
+    assert datasets.uci_har()[1][0].shape == (2, 128, 9)
