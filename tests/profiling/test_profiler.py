@@ -127,9 +127,10 @@ class FlakyRunner(LocalRunner):
     number `start` on, and which fails, as a runtime would, on a batch holding a dense model of
     `poison` = (cin, cout)."""
 
-    def __init__(self, start, outage, poison=None):
+    def __init__(self, start, outage, poison=None, name="local"):
         super().__init__(**QUICK)
         self.start, self.outage, self.poison, self.calls = start, outage, poison, 0
+        self.name = name
 
     def time(self, models, threads):
         self.calls += 1
@@ -184,6 +185,24 @@ def test_a_run_stopped_by_an_outage_resumes_with_every_row_once(tmp_path):
     assert result.measured == 8
     check_one_row_per_config(out, specs)
     assert all(r["status"] == "ok" for r in result.rows)
+
+
+def test_several_devices_merge_into_the_rows_already_stored(tmp_path):
+    out = str(tmp_path / "phones")
+    specs = sample_configs("dense", 10)
+    run_profile([LocalRunner(**QUICK)], specs[:2], out, progress=False)  # an earlier run
+    # Two phones of one model, one of which drops out for good after its first batch.
+    phones = [FlakyRunner(0, 0, name="phone_a"), FlakyRunner(2, 100, name="phone_b")]
+    with pytest.warns(UserWarning), pytest.raises(DeviceUnavailableError, match="'phone_b'"):
+        run_profile(phones, specs, out, batch_size=2, progress=False, retry=FAST_RETRY)
+    # The earlier rows, phone_a's whole shard and phone_b's first batch, each once.
+    rows = read_rows(os.path.join(out, "profile.jsonl"))
+    assert [r["key"] for r in rows[:2]] == [s.key() for s in specs[:2]]
+    assert len(rows) == 2 + 4 + 2 == len({r["key"] for r in rows})
+    healthy = [FlakyRunner(0, 0, name="phone_a"), FlakyRunner(0, 0, name="phone_b")]
+    result = run_profile(healthy, specs, out, batch_size=2, progress=False)
+    assert result.measured == 2
+    check_one_row_per_config(out, specs)
 
 
 def test_a_killed_run_resumes_without_losing_or_duplicating_rows(tmp_path):
