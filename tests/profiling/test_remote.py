@@ -8,6 +8,7 @@ logs its arguments and prints a recorded benchmark_model output.
 
 import json
 import os
+import platform
 import shlex
 import sys
 
@@ -86,6 +87,8 @@ def test_ssh_runner_describe(tmp_path):
     assert info["backend"] == "ssh" and info["host"] == "pi@board"
     assert info["runtime"] == f"ai_edge_litert {ai_edge_litert.__version__}"
     assert info["python"] == ".".join(map(str, sys.version_info[:3]))
+    # The board's own name is kept apart: identical boards are one setup (see fitting.py).
+    assert info["node"] == platform.node() and platform.node() not in info["device"]
     json.dumps(info)
 
 
