@@ -103,14 +103,15 @@ def describe(model: keras.Model) -> tuple[dict, dict[str, np.ndarray]]:
         UnsupportedLayerError: naming every layer that cannot be described (custom or nested).
         TypeError: for a subclassed model, which has no layer graph to rebuild.
     """
-    if not isinstance(model, keras.Model) or not (
-        isinstance(model, keras.Sequential) or "input_layers" in model.get_config()
-    ):
+    try:
+        config = model.get_config() if isinstance(model, keras.Model) else {}
+    except NotImplementedError:  # a subclassed model without get_config
+        config = {}
+    if not (isinstance(model, keras.Sequential) or "input_layers" in config):
         raise TypeError(
             "Quantization-aware training rebuilds Sequential and functional Keras models. "
             f"Received: model={type(model).__name__}"
         )
-    config = model.get_config()
     entries = config["layers"]
     if isinstance(model, keras.Sequential):
         entries, outputs = _chain(model, entries)

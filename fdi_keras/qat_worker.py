@@ -67,8 +67,67 @@ def _accepted_config(cls, config: dict) -> dict:
     return kept
 
 
-def build(spec: dict, weights, batch_size: int | None):
-    """The tf_keras functional model of `spec`, with its weights."""
+def _refs(spec: dict):
+    """Every tensor reference [layer, node, tensor] of the spec's calls and outputs."""
+    for entry in spec["layers"]:
+        for call in entry["calls"]:
+            yield from call["inputs"]
+    yield from spec["outputs"]
+
+
+def _foldable(conv: dict, bn: dict, uses: dict) -> bool:
+    return (
+        conv["class_name"] == "Conv1D"
+        and conv["config"].get("activation", "linear") == "linear"
+        and len(conv["calls"]) == 1
+        and uses[conv["name"]] == 1
+        and bn["config"].get("axis") in (-1, 2, [-1], [2])
+    )
+
+
+def fold_batchnorm(spec: dict, weights: list[list]) -> tuple[dict, list[list]]:
+    """The spec and weights with each BatchNormalization that follows a Conv1D folded into its
+    kernel and bias, as the converter folds it after post-training quantization; tfmot folds
+    only Conv2D/DepthwiseConv2D/Dense, and an unfolded one costs an int8 MUL and ADD."""
+    uses = {}
+    for ref in _refs(spec):
+        uses[ref[0]] = uses.get(ref[0], 0) + 1
+    by_name = {e["name"]: i for i, e in enumerate(spec["layers"])}
+    layers, values, renamed = [], [], {}
+    for index, entry in enumerate(spec["layers"]):
+        calls = entry["calls"]
+        producer = by_name.get(calls[0]["inputs"][0][0]) if len(calls) == 1 else None
+        if (
+            entry["class_name"] != "BatchNormalization"
+            or producer is None
+            or len(calls[0]["inputs"]) != 1
+            or not _foldable(spec["layers"][producer], entry, uses)
+        ):
+            layers.append(entry)
+            values.append(weights[index])
+            continue
+        conv = spec["layers"][producer]
+        at = next(i for i, e in enumerate(layers) if e is conv)
+        config, bn = entry["config"], list(weights[index])
+        gamma = bn.pop(0) if config.get("scale", True) else 1.0
+        beta = bn.pop(0) if config.get("center", True) else 0.0
+        mean, variance = bn
+        scale = gamma / np.sqrt(variance + config.get("epsilon", 1e-3))
+        kernel = values[at][0] * scale
+        bias = values[at][1] if conv["config"].get("use_bias", True) else 0.0
+        values[at] = [kernel, ((bias - mean) * scale + beta).astype(kernel.dtype)]
+        layers[at] = dict(conv, config=dict(conv["config"], use_bias=True), num_weights=2)
+        renamed[entry["name"]] = conv["name"]
+    rename = lambda ref: [renamed.get(ref[0], ref[0]), *ref[1:]]  # noqa: E731
+    for entry in layers:
+        for call in entry["calls"]:
+            call["inputs"] = [rename(r) for r in call["inputs"]]
+    outputs = [rename(r) for r in spec["outputs"]]
+    return dict(spec, layers=layers, outputs=outputs), values
+
+
+def build(spec: dict, weights: list[list], batch_size: int | None):
+    """The tf_keras functional model of `spec`, with its weights (one list per layer)."""
     import tensorflow as tf
     import tf_keras
 
@@ -108,9 +167,8 @@ def build(spec: dict, weights, batch_size: int | None):
     model = tf_keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=spec["name"])
     for index, entry in enumerate(spec["layers"]):
         layer = layers[entry["config"].get("name", entry["name"])]
-        values = [weights[f"{index}/{j}"] for j in range(entry["num_weights"])]
         try:
-            layer.set_weights(values)
+            layer.set_weights(weights[index])
         except ValueError as e:
             why = f"its Keras 3 weights do not fit the tf_keras layer: {e}"
             problems.append(
@@ -256,7 +314,11 @@ def run(work: str) -> dict:
         spec = json.load(f)
     with open(os.path.join(work, "options.json")) as f:
         options = json.load(f)
-    weights = np.load(os.path.join(work, "weights.npz"))
+    arrays = np.load(os.path.join(work, "weights.npz"))
+    weights = [
+        [arrays[f"{i}/{j}"] for j in range(e["num_weights"])] for i, e in enumerate(spec["layers"])
+    ]
+    spec, weights = fold_batchnorm(spec, weights)
     data = dict(np.load(os.path.join(work, "data.npz")))
     tf_keras.utils.set_random_seed(options["seed"])
     try:

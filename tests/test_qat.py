@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from fdi_keras import qat
+from fdi_keras import qat, qat_worker
 from fdi_keras.errors import UnsupportedLayerError
 
 L = keras.layers
@@ -93,6 +93,43 @@ def test_a_custom_layer_is_named_with_the_fallback():
     assert "to_tflite(model, quantize='int8', representative_data=" in message
 
 
+def test_batchnorm_after_conv1d_folds_into_its_kernel_and_bias():
+    inputs = keras.Input((16, 3))
+    conv = L.Conv1D(4, 3, padding="same", use_bias=False)
+    bn = L.BatchNormalization(epsilon=0.01)
+    model = keras.Model(inputs, L.ReLU()(bn(conv(inputs))))
+    rng = np.random.default_rng(0)
+    bn.set_weights(
+        [rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, 4)]
+    )
+    spec, arrays = qat.describe(model)
+    weights = [
+        [arrays[f"{i}/{j}"] for j in range(e["num_weights"])] for i, e in enumerate(spec["layers"])
+    ]
+    folded, values = qat_worker.fold_batchnorm(spec, weights)
+    assert [e["class_name"] for e in folded["layers"]] == ["Conv1D", "ReLU"]
+    assert folded["layers"][1]["calls"][0]["inputs"] == [[conv.name, 0, 0]]
+    twin = L.Conv1D(4, 3, padding="same")
+    twin.build((None, 16, 3))
+    twin.set_weights(values[0])
+    x = rng.normal(size=(2, 16, 3)).astype("float32")
+    np.testing.assert_allclose(twin(x), bn(conv(x), training=False), atol=1e-5)
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = L.Dense(2)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_a_subclassed_model_is_refused():
+    with pytest.raises(TypeError, match="rebuilds Sequential and functional Keras models"):
+        qat.describe(Subclassed())
+
+
 def test_argument_errors():
     model, (x, y) = tiny_cnn(), blobs(8)
     with pytest.raises(ValueError, match="io_dtype must be one of"):
@@ -142,11 +179,13 @@ def test_qat_covers_conv1d_batchnorm_and_pooling1d_with_float_io():
     h = L.MaxPooling1D(2)(L.ReLU()(L.BatchNormalization()(h)))
     h = L.GlobalAveragePooling1D()(h)
     model = trained(keras.Model(inputs, L.Dense(2, activation="softmax")(h)), x, y, epochs=5)
-    flatbuffer = qat.quantize_aware_tflite(model, x, y, epochs=1)
+    schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=8)
+    flatbuffer = qat.quantize_aware_tflite(model, x, y, optimizer=keras.optimizers.Adam(schedule))
     interpreter = Interpreter(model_content=flatbuffer)
     assert interpreter.get_input_details()[0]["dtype"] == np.float32  # the default io_dtype
     names = op_names(interpreter)
     assert names[0] == "QUANTIZE" and names[-1] == "DEQUANTIZE" and "CONV_2D" in names
+    assert "MUL" not in names  # the BatchNormalization was folded into the Conv1D
     assert conv_filter_dtype(interpreter) == np.int8
     agree = qat.predict_tflite(flatbuffer, x).argmax(-1) == model.predict(x, verbose=0).argmax(-1)
     assert agree.mean() > 0.85
