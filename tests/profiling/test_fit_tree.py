@@ -75,7 +75,6 @@ def test_fit_tree_in_a_profile_directory_writes_report_txt(tmp_path):
     out = str(tmp_path / "timing_tree.json")
     fit_tree.run([profile], out, drift_correction=False)
     assert os.path.exists(tmp_path / "report.txt")
-    assert fit_tree.default_report_path("x/tree.json") == "x/tree.report.txt"
 
 
 def test_fit_tree_skips_a_torn_last_line_with_a_warning_and_leaves_the_file(tmp_path):
