@@ -230,6 +230,11 @@ def _error(model_name: str, error: dict) -> Exception:
             f"The quantization-aware fine-tuned {model_name!r} did not convert to a full-int8 "
             f"TFLite model: {message}. {_FALLBACK}"
         )
+    if error["stage"] == "compile":
+        return ValueError(
+            f"tf_keras cannot rebuild the loss or optimizer: {error['layers'][0]['why']}. Pass "
+            "a name ('adam', 'sparse_categorical_crossentropy') or a built-in Keras object."
+        )
     problems = [f"{p['name']!r} ({p['class_name']}): {p['why']}" for p in error["layers"]]
     return UnsupportedLayerError(_problems_message(model_name, error["stage"], problems))
 

@@ -1,14 +1,14 @@
 """The subprocess side of `fdi_keras.qat`: rebuild in tf_keras, quantize with tfmot, fine-tune,
 convert to a full-int8 TFLite flatbuffer.
 
-Run by `fdi_keras.qat` as a file (`python -c "runpy.run_path(...)" qat_worker.py DIR`, without
-importing the fdi_keras package and so Keras 3) with TF_USE_LEGACY_KERAS=1 (read when
-TensorFlow is imported, so that `tf.keras` is tf_keras here). Imports only numpy, TensorFlow,
-tf_keras and tfmot. Reads DIR/spec.json (the
-model's layers and calls, see `fdi_keras.qat.describe`), DIR/weights.npz, DIR/data.npz and
-DIR/options.json; writes DIR/model.tflite and DIR/result.json. Problems the caller can act on
-(a layer that cannot be rebuilt or quantized, a failed int8 conversion) go to result.json as
-data; anything else is a traceback on stderr and a non-zero exit.
+Run by `fdi_keras.qat` as a file (`python -c "runpy.run_path(...)" qat_worker.py DIR`), so
+that neither the fdi_keras package nor Keras 3 is imported, with TF_USE_LEGACY_KERAS=1 (read
+when TensorFlow is imported: `tf.keras` is tf_keras here). Imports only NumPy, TensorFlow,
+tf_keras and tfmot. Reads DIR/spec.json (the model's layers and calls, see
+`fdi_keras.qat.describe`), DIR/weights.npz, DIR/data.npz and DIR/options.json; writes
+DIR/model.tflite and DIR/result.json. Problems the caller can act on (a layer that cannot be
+rebuilt or quantized, a loss or optimizer tf_keras cannot rebuild, a failed int8 conversion)
+go to result.json as data; anything else is a traceback on stderr and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -75,55 +75,71 @@ def _refs(spec: dict):
     yield from spec["outputs"]
 
 
-def _foldable(conv: dict, bn: dict, uses: dict) -> bool:
-    return (
-        conv["class_name"] == "Conv1D"
-        and conv["config"].get("activation", "linear") == "linear"
-        and len(conv["calls"]) == 1
-        and uses[conv["name"]] == 1
-        and bn["config"].get("axis") in (-1, 2, [-1], [2])
+def _batchnorm_into(conv: dict, values: list, bn: dict, bn_values: list):
+    config, bn_values = bn["config"], list(bn_values)
+    if config.get("axis") not in (-1, 2, [-1], [2]):
+        return None
+    gamma = bn_values.pop(0) if config.get("scale", True) else 1.0
+    beta = bn_values.pop(0) if config.get("center", True) else 0.0
+    mean, variance = bn_values
+    scale = gamma / np.sqrt(variance + config.get("epsilon", 1e-3))
+    kernel = values[0] * scale
+    bias = values[1] if conv["config"].get("use_bias", True) else 0.0
+    conv = dict(conv, config=dict(conv["config"], use_bias=True), num_weights=2)
+    return conv, [kernel, ((bias - mean) * scale + beta).astype(kernel.dtype)]
+
+
+def _relu_into(conv: dict, values: list, relu: dict, relu_values: list):
+    config = relu["config"]
+    plain = relu["class_name"] == "ReLU" and not (
+        config.get("max_value") or config.get("negative_slope") or config.get("threshold")
     )
+    if not (plain or (relu["class_name"] == "Activation" and config["activation"] == "relu")):
+        return None
+    return dict(conv, config=dict(conv["config"], activation="relu")), values
 
 
-def fold_batchnorm(spec: dict, weights: list[list]) -> tuple[dict, list[list]]:
-    """The spec and weights with each BatchNormalization that follows a Conv1D folded into its
-    kernel and bias, as the converter folds it after post-training quantization; tfmot folds
-    only Conv2D/DepthwiseConv2D/Dense, and an unfolded one costs an int8 MUL and ADD."""
+def _absorb(spec: dict, weights: list[list], kinds: set, merge) -> tuple[dict, list[list]]:
+    """The spec with each layer of `kinds` that alone consumes a linear Conv1D merged into it
+    by `merge(conv, conv_weights, layer, layer_weights)` (None: keep the layer)."""
     uses = {}
     for ref in _refs(spec):
         uses[ref[0]] = uses.get(ref[0], 0) + 1
-    by_name = {e["name"]: i for i, e in enumerate(spec["layers"])}
     layers, values, renamed = [], [], {}
-    for index, entry in enumerate(spec["layers"]):
+    for entry, entry_values in zip(spec["layers"], weights):
         calls = entry["calls"]
-        producer = by_name.get(calls[0]["inputs"][0][0]) if len(calls) == 1 else None
-        if (
-            entry["class_name"] != "BatchNormalization"
-            or producer is None
-            or len(calls[0]["inputs"]) != 1
-            or not _foldable(spec["layers"][producer], entry, uses)
-        ):
+        source = calls[0]["inputs"] if len(calls) == 1 else []
+        at = next((i for i, e in enumerate(layers) if source and e["name"] == source[0][0]), None)
+        merged = None
+        if entry["class_name"] in kinds and len(source) == 1 and at is not None:
+            conv = layers[at]
+            if (
+                conv["class_name"] == "Conv1D"
+                and conv["config"].get("activation", "linear") == "linear"
+                and len(conv["calls"]) == 1
+                and uses[conv["name"]] == 1
+            ):
+                merged = merge(conv, values[at], entry, entry_values)
+        if merged is None:
             layers.append(entry)
-            values.append(weights[index])
-            continue
-        conv = spec["layers"][producer]
-        at = next(i for i, e in enumerate(layers) if e is conv)
-        config, bn = entry["config"], list(weights[index])
-        gamma = bn.pop(0) if config.get("scale", True) else 1.0
-        beta = bn.pop(0) if config.get("center", True) else 0.0
-        mean, variance = bn
-        scale = gamma / np.sqrt(variance + config.get("epsilon", 1e-3))
-        kernel = values[at][0] * scale
-        bias = values[at][1] if conv["config"].get("use_bias", True) else 0.0
-        values[at] = [kernel, ((bias - mean) * scale + beta).astype(kernel.dtype)]
-        layers[at] = dict(conv, config=dict(conv["config"], use_bias=True), num_weights=2)
-        renamed[entry["name"]] = conv["name"]
+            values.append(entry_values)
+        else:
+            layers[at], values[at] = merged
+            renamed[entry["name"]] = layers[at]["name"]
     rename = lambda ref: [renamed.get(ref[0], ref[0]), *ref[1:]]  # noqa: E731
     for entry in layers:
         for call in entry["calls"]:
             call["inputs"] = [rename(r) for r in call["inputs"]]
-    outputs = [rename(r) for r in spec["outputs"]]
-    return dict(spec, layers=layers, outputs=outputs), values
+    return dict(spec, layers=layers, outputs=[rename(r) for r in spec["outputs"]]), values
+
+
+def fold_into_conv1d(spec: dict, weights: list[list]) -> tuple[dict, list[list]]:
+    """The spec and weights with each BatchNormalization, then each ReLU, that follows a Conv1D
+    merged into it, as the converter merges them after post-training quantization. tfmot does
+    so only for Conv2D/DepthwiseConv2D/Dense; left apart, each costs int8 MUL/ADD or RELU ops
+    (and RESHAPEs around them, Conv1D being a CONV_2D between two RESHAPEs)."""
+    spec, weights = _absorb(spec, weights, {"BatchNormalization"}, _batchnorm_into)
+    return _absorb(spec, weights, {"ReLU", "Activation"}, _relu_into)
 
 
 def build(spec: dict, weights: list[list], batch_size: int | None):
@@ -272,11 +288,18 @@ def _get(module, identifier):
     return module.get(identifier)
 
 
-def finetune(qmodel, data, options: dict):
+def compile_arguments(options: dict) -> tuple:
+    """The tf_keras optimizer and loss of `options`."""
     import tf_keras
 
-    optimizer = _get(tf_keras.optimizers, options["optimizer"])
-    loss = _get(tf_keras.losses, options["loss"])
+    try:
+        optimizer = _get(tf_keras.optimizers, options["optimizer"])
+        return optimizer, _get(tf_keras.losses, options["loss"])
+    except (TypeError, ValueError) as e:
+        raise Problems("compile", [{"name": "?", "class_name": "?", "why": str(e)}]) from e
+
+
+def finetune(qmodel, data, options: dict, optimizer, loss):
     qmodel.compile(optimizer=optimizer, loss=loss)
     history = qmodel.fit(
         data["x"],
@@ -318,14 +341,15 @@ def run(work: str) -> dict:
     weights = [
         [arrays[f"{i}/{j}"] for j in range(e["num_weights"])] for i, e in enumerate(spec["layers"])
     ]
-    spec, weights = fold_batchnorm(spec, weights)
+    spec, weights = fold_into_conv1d(spec, weights)
     data = dict(np.load(os.path.join(work, "data.npz")))
     tf_keras.utils.set_random_seed(options["seed"])
     try:
+        optimizer, loss = compile_arguments(options)
         qmodel = quantize(build(spec, weights, batch_size=None), spec)
     except Problems as p:
         return {"error": {"stage": p.stage, "layers": p.layers}}
-    history = finetune(qmodel, data, options)
+    history = finetune(qmodel, data, options, optimizer, loss)
     try:
         flatbuffer = convert(qmodel, spec, weights, data, options)
     except Exception as e:  # the converter raises several types (ConverterError, RuntimeError...)

@@ -93,7 +93,7 @@ def test_a_custom_layer_is_named_with_the_fallback():
     assert "to_tflite(model, quantize='int8', representative_data=" in message
 
 
-def test_batchnorm_after_conv1d_folds_into_its_kernel_and_bias():
+def test_batchnorm_and_relu_after_conv1d_fold_into_it():
     inputs = keras.Input((16, 3))
     conv = L.Conv1D(4, 3, padding="same", use_bias=False)
     bn = L.BatchNormalization(epsilon=0.01)
@@ -106,14 +106,14 @@ def test_batchnorm_after_conv1d_folds_into_its_kernel_and_bias():
     weights = [
         [arrays[f"{i}/{j}"] for j in range(e["num_weights"])] for i, e in enumerate(spec["layers"])
     ]
-    folded, values = qat_worker.fold_batchnorm(spec, weights)
-    assert [e["class_name"] for e in folded["layers"]] == ["Conv1D", "ReLU"]
-    assert folded["layers"][1]["calls"][0]["inputs"] == [[conv.name, 0, 0]]
-    twin = L.Conv1D(4, 3, padding="same")
+    folded, values = qat_worker.fold_into_conv1d(spec, weights)
+    assert [e["class_name"] for e in folded["layers"]] == ["Conv1D"]
+    assert folded["outputs"] == [[conv.name, 0, 0]]
+    twin = L.Conv1D(4, 3, padding="same", activation="relu")
     twin.build((None, 16, 3))
     twin.set_weights(values[0])
     x = rng.normal(size=(2, 16, 3)).astype("float32")
-    np.testing.assert_allclose(twin(x), bn(conv(x), training=False), atol=1e-5)
+    np.testing.assert_allclose(twin(x), model(x), atol=1e-5)
 
 
 class Subclassed(keras.Model):
@@ -185,7 +185,7 @@ def test_qat_covers_conv1d_batchnorm_and_pooling1d_with_float_io():
     assert interpreter.get_input_details()[0]["dtype"] == np.float32  # the default io_dtype
     names = op_names(interpreter)
     assert names[0] == "QUANTIZE" and names[-1] == "DEQUANTIZE" and "CONV_2D" in names
-    assert "MUL" not in names  # the BatchNormalization was folded into the Conv1D
+    assert "MUL" not in names and "RELU" not in names  # BN and ReLU merged into the Conv1D
     assert conv_filter_dtype(interpreter) == np.int8
     agree = qat.predict_tflite(flatbuffer, x).argmax(-1) == model.predict(x, verbose=0).argmax(-1)
     assert agree.mean() > 0.85
@@ -202,3 +202,13 @@ def test_a_layer_tfmot_cannot_quantize_is_named_with_the_fallback():
     message = str(info.value)
     assert "'recurrent' (GRU)" in message and "GRUCell" in message
     assert "fdi_keras.export.to_tflite(model, quantize='int8'" in message
+
+
+@needs_extra
+@pytest.mark.slow
+def test_a_loss_tf_keras_lacks_is_named():
+    x = keras.Input((4,))
+    model = keras.Model(x, L.Dense(2, activation="sigmoid")(x))
+    data = np.zeros((8, 4), "float32"), np.zeros((8, 2), "float32")
+    with pytest.raises(ValueError, match="tf_keras cannot rebuild the loss or optimizer.*Dice"):
+        qat.quantize_aware_tflite(model, *data, loss=keras.losses.Dice())
