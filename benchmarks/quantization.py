@@ -26,7 +26,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import environment, table, write_section  # noqa: E402
 from examples import models  # noqa: E402
-from fdi_keras import datasets, qat  # noqa: E402
+from fdi_keras import TimingTree, datasets, predict_latency, qat  # noqa: E402
 from fdi_keras.compress import CosineAnnealing  # noqa: E402
 from fdi_keras.errors import UnsupportedLayerError  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
@@ -38,6 +38,9 @@ flags.DEFINE_bool("quick", False, "4,000 training and 500 test samples, one epoc
 flags.DEFINE_bool("write", None, "Write RESULTS.md (default: yes, unless --quick).")
 flags.DEFINE_float("qat_lr", 1e-4, "Initial Adam learning rate of the QAT fine-tuning.")
 flags.DEFINE_integer("calibration", 200, "Training samples that calibrate int8 conversion.")
+flags.DEFINE_string(
+    "int8_tree", None, "A timing tree profiled with --dtype=int8: predict the int8 variants too."
+)
 
 L = keras.layers
 NO_TREE = "int8 tree prediction: not available (no int8 profile on this machine in this run)"
@@ -182,6 +185,10 @@ def run_case(loader, build, samples, epochs: int, qat_epochs: int) -> tuple[str,
             ]
         )
         print(model.name, rows[-1], flush=True)
+    if FLAGS.int8_tree:
+        predicted = predict_latency(model, TimingTree.load(FLAGS.int8_tree)).total_ms
+        for row in rows[1:]:
+            row[-1] += f"; int8 tree predicts {predicted:.3f} ms"
     rows.append(control(model, x, y, x_test, y_test, qat_epochs))
     params = model.count_params()
     title = f"{model.name}: {params} parameters, {len(x)} training / {len(x_test)} test samples"
@@ -207,7 +214,7 @@ def report(results: list[tuple[str, list[list]]], wall_s: float) -> str:
         "compression leaves, standing in for compressed ones (not stripped by the project in "
         f"this run). Wall: {wall_s:.0f} s.",
         "",
-        f"{NO_TREE}.",
+        f"int8 tree predictions from {FLAGS.int8_tree}." if FLAGS.int8_tree else f"{NO_TREE}.",
     ]
     for title, rows in results:
         lines += ["", f"### {title}", "", table(header, rows)]

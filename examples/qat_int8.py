@@ -4,7 +4,8 @@ python examples/qat_int8.py --dataset=mnist
 python examples/qat_int8.py --dataset=mnist --tree=profiles/this_cpu/timing_tree.json
 
 With --tree the trained model is first compressed to --target_speedup (predicted on that tree)
-and stripped by `fdi_keras.compress.compress`, and every latency is also predicted. Then
+and stripped by `fdi_keras.compress.compress`, and its latency is also predicted; --int8_tree
+(profiled with `tools/profile_device.py --dtype=int8`) predicts the int8 model. Then
 `fdi_keras.qat.quantize_aware_tflite` fine-tunes it with simulated int8 quantization and
 converts it; the fp32 model and its post-training int8 conversion are measured next to it.
 Needs the qat extra: `pip install fdi_keras[qat]`. Datasets: MNIST (LeCun et al., 1998), UCI
@@ -31,6 +32,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "har", "cifar10"], "Dataset and model.")
 flags.DEFINE_string("data_dir", None, "Folder with the dataset's .npz (default: $FDI_DATA...).")
 flags.DEFINE_string("tree", None, "This CPU's timing tree: compress first and predict latency.")
+flags.DEFINE_string("int8_tree", None, "A timing tree profiled with --dtype=int8: predict int8.")
 flags.DEFINE_float("target_speedup", 2.0, "Predicted speedup asked of compression (--tree).")
 flags.DEFINE_integer("epochs", 2, "Epochs of fp32 training.")
 flags.DEFINE_integer("compress_epochs", 3, "Epochs of latency-aware training (--tree).")
@@ -79,6 +81,7 @@ def run(
     dataset="mnist",
     data_dir=None,
     tree_path=None,
+    int8_tree_path=None,
     target_speedup=2.0,
     epochs=2,
     compress_epochs=3,
@@ -130,9 +133,16 @@ def run(
             f"{t.min_ms:>13.3f}{t.median_ms:>11.3f}"
         )
     if tree is not None:
-        print(f"predicted (fp32 kernels): {fdi_keras.predict_latency(model, tree).total_ms:.3f} ms")
-        if tree.metadata_.get("dtype") != "int8":
-            print(f"int8 tree prediction: not available (the tree is {tree.metadata_['dtype']})")
+        dtype = tree.metadata_.get("dtype")
+        print(f"predicted ({dtype} tree): {fdi_keras.predict_latency(model, tree).total_ms:.3f} ms")
+    if int8_tree_path:
+        int8_tree = fdi_keras.TimingTree.load(int8_tree_path)
+        print(f"int8 tree predicts: {fdi_keras.predict_latency(model, int8_tree).total_ms:.3f} ms")
+    else:
+        print(
+            "int8 tree prediction: not available (pass --int8_tree, a tree profiled with "
+            "tools/profile_device.py --dtype=int8)"
+        )
     print(f"written to {out_dir}/qat_int8.tflite")
     return results
 
@@ -140,18 +150,19 @@ def run(
 def main(argv):
     del argv
     run(
-        FLAGS.dataset,
-        FLAGS.data_dir,
-        FLAGS.tree,
-        FLAGS.target_speedup,
-        FLAGS.epochs,
-        FLAGS.compress_epochs,
-        FLAGS.finetune_epochs,
-        FLAGS.qat_epochs,
-        FLAGS.qat_lr,
-        FLAGS.io_dtype,
-        FLAGS.max_train,
-        FLAGS.out_dir,
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        tree_path=FLAGS.tree,
+        int8_tree_path=FLAGS.int8_tree,
+        target_speedup=FLAGS.target_speedup,
+        epochs=FLAGS.epochs,
+        compress_epochs=FLAGS.compress_epochs,
+        finetune_epochs=FLAGS.finetune_epochs,
+        qat_epochs=FLAGS.qat_epochs,
+        qat_lr=FLAGS.qat_lr,
+        io_dtype=FLAGS.io_dtype,
+        max_train=FLAGS.max_train,
+        out_dir=FLAGS.out_dir,
     )
 
 
