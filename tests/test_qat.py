@@ -212,3 +212,18 @@ def test_a_loss_tf_keras_lacks_is_named():
     data = np.zeros((8, 4), "float32"), np.zeros((8, 2), "float32")
     with pytest.raises(ValueError, match="tf_keras cannot rebuild the loss or optimizer.*Dice"):
         qat.quantize_aware_tflite(model, *data, loss=keras.losses.Dice())
+
+
+@needs_extra
+@pytest.mark.slow
+def test_the_example_goes_from_training_to_a_measured_int8_model(tmp_path):
+    from fdi_keras import datasets
+
+    if datasets.find("uci_har") is None:
+        pytest.skip("uci_har.npz not found: set FDI_DATA or place it in ../shared/data")
+    from examples import qat_int8
+
+    results = qat_int8.run(dataset="har", epochs=1, max_train=600, out_dir=str(tmp_path))
+    assert list(results) == ["fp32", "int8 PTQ", "int8 QAT"]
+    assert all(0 < accuracy <= 1 and timing.min_ms > 0 for accuracy, timing in results.values())
+    assert (tmp_path / "qat_int8.tflite").stat().st_size > 0
