@@ -19,7 +19,7 @@ run: profile  ## the main job: profile this CPU, then compress LeNet-5 on MNIST 
 
 profile: $(VENV)/.installed  ## profile this CPU, fit its timing tree, print the report
 	$(PY) tools/profile_device.py --backend=local \
-		--kinds=conv2d,depthwise_conv2d,dense,pool2d,global_pool,add,softmax,gru \
+		--kinds=conv2d,depthwise_conv2d,dense,pool2d,global_pool,add,softmax,activation,concat,pad,gru,lstm \
 		--num_configs=$(NUM_CONFIGS) --threads=1 --out_dir=$(OUT_DIR)
 
 test: $(VENV)/.installed  ## lint and the test suite

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import keras
 
+from fdi_keras.graph import trace
+from fdi_keras.graph.registry import registered
 from fdi_keras.kernels import model_kernels
 from fdi_keras.timing.tree import TimingTree
 
@@ -65,26 +68,38 @@ class LatencyReport:
         return "\n".join(lines)
 
 
-def predict_latency(model: keras.Model, tree: TimingTree) -> LatencyReport:
+def predict_latency(model: keras.Model, tree: TimingTree | str | os.PathLike) -> LatencyReport:
     """Predicts the LiteRT latency of `model` (batch 1) on the device `tree` was profiled on.
 
     Each kernel is predicted as a single-kernel model's invoke (which includes one invoke's
-    overhead); the total counts that overhead once. A gated (`latency_aware`) model is
-    predicted as `strip(model)`, its current hard structure.
+    overhead); the total counts that overhead once. Nested models are inlined and a shared
+    layer counts once per call. A gated (`latency_aware`) model is predicted as
+    `strip(model)`, its current hard structure.
+
+    Args:
+        model: a functional or Sequential Keras model.
+        tree: a `TimingTree`, or the path of a saved one.
+
+    Raises:
+        UnsupportedLayerError: a layer has no kernel model (names it and the fix).
+        MissingKindError: the tree was not profiled on a kernel kind the model needs.
 
     Example:
-        >>> report = fdi_keras.predict_latency(model, fdi_keras.TimingTree.load("tree.json"))
+        >>> report = fdi_keras.predict_latency(model, "profiles/this_cpu/timing_tree.json")
         >>> report.total_ms, print(report)
     """
-    from fdi_keras.prune.strip import strip  # a gated model is predicted as it would be stripped
-    from fdi_keras.prune.wrapper import LatencyAware
-
-    if any(isinstance(layer, LatencyAware) for layer in model.layers):
-        model = strip(model)
+    if not isinstance(tree, TimingTree):
+        tree = TimingTree.load(tree)
+    graph = trace(model)
+    for layer in graph.layers:
+        rule = registered(layer)
+        if rule is not None and rule.predict_as is not None:
+            graph = trace(rule.predict_as(model))
+            break
     dtype = tree.metadata_.get("dtype") or "float32"
     threads = tree.metadata_.get("threads") or 1
     rows = []
-    for kernel in model_kernels(model):
+    for kernel in model_kernels(graph):
         s = kernel.spec
         spec = type(s)(s.kind, s.dims, s.attrs, dtype, threads)
         leaf = tree.leaf(spec)[0]

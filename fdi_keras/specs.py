@@ -23,7 +23,7 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
     "concat": (("h", "w", "c", "n"), {}),
     "pad": (("h", "w", "c", "ph", "pw"), {}),
     "lrn": (("h", "w", "c", "radius"), {}),
-    "activation": (("n",), {"fn": ("relu", "relu6", "sigmoid", "tanh", "hard_swish")}),
+    "activation": (("n",), {"fn": ("relu", "relu6", "sigmoid", "tanh", "hard_swish", "gelu")}),
     "softmax": (("n",), {}),
     "gru": (("t", "cin", "units"), {}),
     "lstm": (("t", "cin", "units"), {}),

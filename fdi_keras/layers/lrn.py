@@ -3,6 +3,10 @@
 import keras
 import tensorflow as tf
 
+from fdi_keras.graph.keras_layers import hwc
+from fdi_keras.graph.registry import LayerRule, register_layer
+from fdi_keras.specs import LayerSpec
+
 
 @keras.saving.register_keras_serializable(package="fdi_keras")
 class LocalResponseNormalization(keras.layers.Layer):
@@ -46,3 +50,12 @@ class LocalResponseNormalization(keras.layers.Layer):
             "alpha": self.alpha,
             "beta": self.beta,
         }
+
+
+def _lrn_kernels(node) -> list[LayerSpec]:
+    h, w, c = hwc(tuple(node.inputs[0].shape[1:]))
+    return [LayerSpec("lrn", dict(h=h, w=w, c=c, radius=node.layer.depth_radius))]
+
+
+# LRN normalizes each channel by its neighbours': its channels cannot be removed through it.
+register_layer(LocalResponseNormalization, LayerRule(channels="fixed", kernels=_lrn_kernels))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import keras
 import numpy as np
 
-from fdi_keras.prune.expansion import expand_to_local_minima, revive_to_target
+from fdi_keras.prune.controller import StrengthController, tie_groups
+from fdi_keras.prune.expansion import structural_step
 from fdi_keras.prune.regularizer import LatencyRegularizer, wrappers
 from fdi_keras.timing.tree import TimingTree
 
@@ -16,15 +16,18 @@ from fdi_keras.timing.tree import TimingTree
 class FastDeepIoTCallback(keras.callbacks.Callback):
     """Latency-steered structured pruning during `model.fit` (FastDeepIoT).
 
-    Every epoch, at the model's current hard structure, it: ties the gates of each group;
-    removes channels whose gates closed; expands each layer to the widest nearby width the tree
-    predicts to be no slower (the top of its current stair), reviving the pruned channels with
-    the highest gate logits; when pruning overshot the target (gates close in bursts within an
-    epoch), gives channels back, cheapest first, while the model stays under the target;
-    predicts the latency; adapts the penalty strength so the predicted
-    latency approaches `target_latency_ms`; and re-reads every layer's channel cost from the
-    leaves it now falls in. It writes `predicted_latency_ms`, `latency_strength` and
-    `width/<layer>` into `logs`.
+    Its jobs, each in a part of its own: after every batch it ties the gates of each group
+    (`controller.tie_groups`); every epoch, at the model's hard structure, the structural step
+    (`expansion.structural_step`) removes channels whose gates closed, expands each layer to
+    the widest nearby width the tree predicts to be no slower (the top of its stair), and gives
+    channels back when pruning overshot the target; the controller (`StrengthController`)
+    adapts the penalty strength so the predicted latency approaches `target_latency_ms`; the
+    regularizer re-reads every layer's channel cost from the leaves it now falls in; and the
+    summary writes `predicted_latency_ms`, `latency_strength` and `width/<layer>` into `logs`.
+
+    The strength is kept on the model, so `fit()` called in chunks, or on a reloaded `.keras`
+    model, continues from where it stopped. A gated model refuses to train without this
+    callback (TensorFlow backend): the penalty it would add is stale.
 
     Within an epoch, every `control_every` batches, it also adapts the strength to the
     *expected* latency: the last prediction moved by each layer's channel cost times the change
@@ -93,14 +96,19 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
                 "it first: model = fdi_keras.latency_aware(model)."
             )
         self.regularizer = LatencyRegularizer(self.tree, self.initial_strength)
+        self.controller = StrengthController(
+            self.regularizer, self.target_latency_ms, self.adapt_rate
+        )
+        self.controller.resume(self.model)  # a previous fit's (or a saved model's) strength
         self.history = []
         groups: dict[str, list] = {}
         for w in gated:
             if w.group is not None:
                 groups.setdefault(w.group, []).append(w)
+            w.controlled.assign(1.0)
         self._groups = list(groups.values())
-        self._tie_groups()
-        report = self._update()  # also checks every kind is in the tree
+        tie_groups(self._groups)
+        report = self._recost()  # also checks every kind is in the tree
         self.initial_latency_ms = report.total_ms
         if self.target_latency_ms is not None:
             floor = self._floor_latency_ms()
@@ -111,6 +119,10 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
                     "layers alone are slower. Pruning will go as far as it can.",
                     stacklevel=2,
                 )
+
+    def on_train_end(self, logs=None):
+        for w in wrappers(self.model):
+            w.controlled.assign(0.0)
 
     def _floor_latency_ms(self) -> float:
         saved = [
@@ -126,69 +138,50 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             w.alive.assign(alive)
         return floor
 
-    def _tie_groups(self):
-        """Gives every member of a gate group the group's mean logits and common alive set."""
-        for members in self._groups:
-            logits = np.mean([keras.ops.convert_to_numpy(w.gate_logits) for w in members], axis=0)
-            alive = np.min([w.alive.numpy() for w in members], axis=0)
-            for w in members:
-                w.set_gate_logits(logits)
-                w.alive.assign(alive)
-
-    def _update(self, report=None):
+    def _recost(self, report=None):
         """Re-reads the channel costs at the hard structure; anchors the expected latency."""
         report = self.regularizer.update(self.model, report)
-        self._anchor_us = report.total_us
-        self._anchor_alive = [float(w.expected_alive()) for w in wrappers(self.model)]
+        self.controller.anchor(self.model, report)
         return report
 
     def expected_latency_us(self) -> float:
-        """The last prediction moved, linearly in the leaves it used, by the change of every
-        layer's expected alive channels since: what the gates are heading for."""
-        moved = sum(
-            float(w.channel_cost) * (float(w.expected_alive()) - alive)
-            for w, alive in zip(wrappers(self.model), self._anchor_alive)
-        )
-        return self._anchor_us * (1.0 + moved)
-
-    def _adapt(self, latency_us: float) -> None:
-        """Multiplies the strength by exp(adapt_rate * gap to the target) on every wrapper."""
-        target_us = 1000 * self.target_latency_ms
-        gap = float(np.clip((latency_us - target_us) / target_us, -1, 1))
-        self.regularizer.strength *= math.exp(self.adapt_rate * gap)
-        for w in wrappers(self.model):
-            w.penalty_scale.assign(self.regularizer.strength)
+        """What the gates are heading for (see `StrengthController.expected_latency_us`)."""
+        return self.controller.expected_latency_us(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._groups:  # layers joined by Add must keep identical gates
-            self._tie_groups()
+        if self._groups:
+            tie_groups(self._groups)
         if self.target_latency_ms and self.control_every and (batch + 1) % self.control_every == 0:
-            self._adapt(self.expected_latency_us())
+            self.controller.adapt(self.model, self.expected_latency_us())
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        self._tie_groups()
-        for w in wrappers(self.model):  # closed gates: the channel is removed for good
-            w.alive.assign(w.mask().astype("float32"))
-        if self.expand:
-            expand_to_local_minima(self.model, self.tree, self.expand_window, self.expand_tolerance)
-        report = self.regularizer.predict(self.model)
+        tie_groups(self._groups)
         target_us = None if self.target_latency_ms is None else 1000 * self.target_latency_ms
-        if target_us is not None and report.total_us < target_us:
-            if revive_to_target(self.model, self.tree, target_us, report.total_us):
-                report = self.regularizer.predict(self.model)
-        if self.target_latency_ms is not None:
-            self._adapt(report.total_us)
-        self._update(report)
+        report = structural_step(
+            self.model,
+            self.regularizer,
+            target_us,
+            self.expand,
+            self.expand_window,
+            self.expand_tolerance,
+        )
+        self.controller.adapt(self.model, report.total_us)
+        self._recost(report)
+        self._summarize(epoch, report, logs)
+
+    def _summarize(self, epoch, report, logs) -> None:
+        """Writes the epoch's prediction, strength and widths to `logs`, `history`, stdout."""
         widths = {w.layer.name: int(w.alive.numpy().sum()) for w in wrappers(self.model)}
+        strength = self.controller.strength
         logs["predicted_latency_ms"] = report.total_ms
-        logs["latency_strength"] = self.regularizer.strength
+        logs["latency_strength"] = strength
         logs.update({f"width/{name}": k for name, k in widths.items()})
         self.history.append(
             {
                 "epoch": epoch,
                 "predicted_latency_ms": report.total_ms,
-                "strength": self.regularizer.strength,
+                "strength": strength,
                 "widths": widths,
             }
         )
@@ -196,7 +189,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             target = f" (target {self.target_latency_ms:.3f})" if self.target_latency_ms else ""
             print(
                 f"FastDeepIoT epoch {epoch + 1}: predicted {report.total_ms:.3f} ms{target}, "
-                f"strength {self.regularizer.strength:.3g}, widths "
+                f"strength {strength:.3g}, widths "
                 + " ".join(f"{n}={k}" for n, k in widths.items())
             )
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from fdi_keras.prune.gates import get_gate
 from fdi_keras.prune.regularizer import channel_dependencies
+from fdi_keras.prune.regularizer import wrappers as regularizer_wrappers
 from fdi_keras.timing.tree import TimingTree
 
 
@@ -97,3 +98,20 @@ def _revive(group, count: int) -> None:
     for w in group:
         w.alive.assign(alive)
         w.set_gate_logits(logits)
+
+
+def structural_step(model, regularizer, target_us=None, expand=True, window=0.25, tolerance=0.02):
+    """The epoch-end structural step of FastDeepIoT, at the model's hard structure: channels
+    whose gates closed are removed for good; each layer is expanded to the top of its stair
+    (`expand_to_local_minima`); when pruning overshot `target_us` (gates close in bursts),
+    channels are given back, cheapest first, while the model stays under it. Returns the
+    prediction of the resulting structure."""
+    for w in regularizer_wrappers(model):
+        w.alive.assign(w.mask().astype("float32"))
+    if expand:
+        expand_to_local_minima(model, regularizer.tree, window, tolerance)
+    report = regularizer.predict(model)
+    if target_us is not None and report.total_us < target_us:
+        if revive_to_target(model, regularizer.tree, target_us, report.total_us):
+            report = regularizer.predict(model)
+    return report

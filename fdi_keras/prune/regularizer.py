@@ -22,11 +22,11 @@ import keras
 import numpy as np
 
 from fdi_keras.features import compute_features
+from fdi_keras.graph import ModelGraph, trace
 from fdi_keras.kernels import model_kernels
 from fdi_keras.latency import LatencyReport, predict_latency
-from fdi_keras.prune.graph import layer_inputs
 from fdi_keras.prune.strip import propagate_keep, strip
-from fdi_keras.prune.structure import ELEMENTWISE, channel_owners, passes_channels
+from fdi_keras.prune.structure import channel_kind, channel_owners
 from fdi_keras.prune.wrapper import LatencyAware
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing.leaf import design_matrix
@@ -54,10 +54,15 @@ def wrappers(model) -> list[LatencyAware]:
     return [layer for layer in model.layers if isinstance(layer, LatencyAware)]
 
 
+def _groups(graph: ModelGraph):
+    return channel_owners(
+        graph, lambda node: node.layer.name if isinstance(node.layer, LatencyAware) else None
+    )[1]
+
+
 def gate_groups(model) -> dict[str, list[LatencyAware]]:
     """Wrappers of each gate group, by group root (a wrapper alone is its own group)."""
-    gated = {id(w): w.name for w in wrappers(model)}
-    _, groups = channel_owners(model, lambda layer: gated.get(id(layer)))
+    groups = _groups(trace(model))
     out: dict[str, list] = {}
     for w in wrappers(model):
         out.setdefault(groups.find(w.name), []).append(w)
@@ -76,42 +81,40 @@ class Dependency(NamedTuple):
         return int(round(self.offset + self.slope * width))
 
 
-def channel_slopes(model) -> dict[int, dict[str, float]]:
-    """For every layer output (by id), d(its channels) / d(alive channels of gate group g) at
+def channel_slopes(graph: ModelGraph) -> dict[int, dict[str, float]]:
+    """For every tensor (by id), d(its channels) / d(alive channels of gate group g) at
     the current structure, by group root; groups that cannot change are left out.
 
     Channels pass through unchanged (slope 1), are tiled by Flatten (x positions) and by a
     DepthwiseConv2D (x multipliers; a gated one's C * M channels also move with its multiplier
     gates, x C), and add up in a Concatenate.
     """
-    gated = {id(w): w.name for w in wrappers(model)}
-    _, groups = channel_owners(model, lambda layer: gated.get(id(layer)))
-    layer_in, _, _ = propagate_keep(model)
-    slopes = {id(t): {} for t in model.inputs}
-    for layer in model.layers:
-        if isinstance(layer, L.InputLayer):
-            continue
-        ins = [slopes[id(t)] for t in layer_inputs(layer)]
-        inner = layer.layer if isinstance(layer, LatencyAware) else layer
+    groups = _groups(graph)
+    node_in, _, _ = propagate_keep(graph)
+    slopes = {id(t): {} for t in graph.inputs}
+    for node in graph.nodes:
+        layer, kind = node.layer, channel_kind(node)
+        ins = [slopes[id(t)] for t in node.inputs]
         if isinstance(layer, LatencyAware):
             root = groups.find(layer.name)
             own = {} if groups.is_fixed(root) else {root: 1.0}
-            if isinstance(inner, L.DepthwiseConv2D):  # C * M channels
-                alive_in = float(layer_in[id(layer)][0].sum())
+            if isinstance(layer.layer, L.DepthwiseConv2D):  # C * M channels
+                alive_in = float(node_in[id(node)][0].sum())
                 out = _add(_scaled(ins[0], float(layer.mask().sum())), _scaled(own, alive_in))
             else:
                 out = own
-        elif isinstance(layer, L.DepthwiseConv2D):
+        elif kind == "depthwise":
             out = _scaled(ins[0], layer.depth_multiplier)
-        elif isinstance(layer, L.Flatten):
-            out = _scaled(ins[0], int(np.prod(layer.input.shape[1:-1])))
-        elif passes_channels(layer) or isinstance(layer, ELEMENTWISE):
+        elif kind == "flatten":
+            out = _scaled(ins[0], int(np.prod(node.inputs[0].shape[1:-1])))
+        elif kind in ("pass", "merge"):
             out = ins[0]  # an element-wise merge's inputs are one group (or fixed)
-        elif isinstance(layer, L.Concatenate):
+        elif kind == "concat":
             out = functools.reduce(_add, ins, {})
         else:
             out = {}
-        slopes[id(layer.output)] = out
+        for t in node.outputs:
+            slopes[id(t)] = out
     return slopes
 
 
@@ -123,6 +126,13 @@ def _add(a: dict, b: dict) -> dict:
     return {root: a.get(root, 0.0) + b.get(root, 0.0) for root in {**a, **b}}
 
 
+def _stripped_name(node) -> str:
+    """The name `node`'s kernels have in `strip(model)` (a wrapper becomes its layer)."""
+    if isinstance(node.layer, LatencyAware):
+        return node.layer.layer.name + node.name[len(node.layer.name) :]
+    return node.name
+
+
 def channel_dependencies(model):
     """The kernels of `strip(model)` with the gate groups their channel dims depend on.
 
@@ -130,20 +140,20 @@ def channel_dependencies(model):
     d(dim) / d(alive channels of the group) at the current structure (`channel_slopes`), e.g.
     Flatten -> Dense: h*w; the channels after a Concatenate: 1 for each branch's group.
     """
+    graph = trace(model)
     members = gate_groups(model)
     root_of = {id(w): root for root, ws in members.items() for w in ws}
     alive = {root: float(ws[0].mask().sum()) for root, ws in members.items()}
-    slopes = channel_slopes(model)
+    slopes = channel_slopes(graph)
     sides = {}
-    for layer in model.layers:
-        if isinstance(layer, L.InputLayer):
-            continue
-        wrapped = isinstance(layer, LatencyAware)
-        out = slopes[id(layer.output)]
-        multiplier = wrapped and isinstance(layer.layer, L.DepthwiseConv2D)
-        own = root_of.get(id(layer))
-        sides[layer.layer.name if wrapped else layer.name] = {
-            "in": slopes[id(layer_inputs(layer)[0])],
+    for node in graph.nodes:
+        out = slopes[id(node.output)]
+        multiplier = isinstance(node.layer, LatencyAware) and isinstance(
+            node.layer.layer, L.DepthwiseConv2D
+        )
+        own = root_of.get(id(node.layer))
+        sides[_stripped_name(node)] = {
+            "in": slopes[id(node.inputs[0])] if node.inputs else {},
             "out": out,
             "mult": {own: 1.0} if multiplier and own in out else {},
         }

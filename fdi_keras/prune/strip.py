@@ -24,72 +24,78 @@ import keras
 import numpy as np
 
 from fdi_keras.errors import UnsupportedLayerError
-from fdi_keras.prune.graph import check_rebuildable, layer_inputs, rebuild
-from fdi_keras.prune.structure import CHANNEL_PRESERVING, ELEMENTWISE, passes_channels
+from fdi_keras.graph import (
+    LayerRule,
+    ModelGraph,
+    call_with,
+    clone_layer,
+    register_layer,
+    rule_for,
+    trace,
+)
 from fdi_keras.prune.wrapper import LatencyAware, size_attribute
 
 L = keras.layers
-# Layers whose input channels strip slices (the others pass channels on or keep them all).
-SLICING = (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D, L.GRU, L.LSTM)
 
 
-def propagate_keep(model) -> tuple[dict, dict, dict]:
-    """keep mask of every layer's inputs (list) and output, and the constants held by the
-    removed channels of its first input (or None), by layer id."""
-    out_keep = {id(t): np.ones(t.shape[-1], bool) for t in model.inputs}
+def _kind(node) -> str:
+    return rule_for(node.layer).channel_kind(node.layer)
+
+
+def _inner(layer):
+    return layer.layer if isinstance(layer, LatencyAware) else layer
+
+
+def propagate_keep(graph: ModelGraph) -> tuple[dict, dict, dict]:
+    """keep mask of every node's inputs (list) and output, and the constants held by the
+    removed channels of its first input (or None), by id(node)."""
+    out_keep = {id(t): np.ones(t.shape[-1], bool) for t in graph.inputs}
     out_const = {}
-    layer_in, layer_out, const_in = {}, {}, {}
-    for layer in model.layers:
-        if isinstance(layer, L.InputLayer):
-            continue
-        tensors = layer_inputs(layer)
-        ins = [out_keep[id(t)] for t in tensors]
-        consts = [out_const.get(id(t)) for t in tensors]
-        keep = _output_keep(layer, ins)
-        layer_in[id(layer)], layer_out[id(layer)], const_in[id(layer)] = ins, keep, consts[0]
-        out_keep[id(layer.output)] = keep
-        out_const[id(layer.output)] = _output_constant(layer, ins, consts, keep)
-    return layer_in, layer_out, const_in
+    node_in, node_out, const_in = {}, {}, {}
+    for node in graph.nodes:
+        ins = [out_keep[id(t)] for t in node.inputs]
+        consts = [out_const.get(id(t)) for t in node.inputs]
+        keep = _output_keep(node, ins)
+        node_in[id(node)], node_out[id(node)], const_in[id(node)] = ins, keep, consts[0]
+        const = _output_constant(node, ins, consts, keep)
+        for t in node.outputs:
+            out_keep[id(t)], out_const[id(t)] = keep, const
+    return node_in, node_out, const_in
 
 
-def _output_keep(layer, ins):
+def _output_keep(node, ins):
+    layer, kind = node.layer, _kind(node)
     if isinstance(layer, LatencyAware):
         if isinstance(layer.layer, L.DepthwiseConv2D):  # channel c * M + m: input c, gate m
             return np.outer(ins[0], layer.mask()).ravel()
         return layer.mask()
-    if passes_channels(layer):
+    if all(k.all() for k in ins):
+        return np.ones(node.output.shape[-1], bool)
+    if kind == "pass" and rule_for(layer).can_slice_inputs(layer):
         return ins[0]
-    if isinstance(layer, L.DepthwiseConv2D):
+    if kind == "depthwise":
         return np.repeat(ins[0], layer.depth_multiplier)
-    if isinstance(layer, L.Flatten):
-        spatial = int(np.prod(layer.input.shape[1:-1]))
-        return np.tile(ins[0], spatial)
-    if isinstance(layer, ELEMENTWISE):
-        if any((k != ins[0]).any() for k in ins[1:]):
+    if kind == "flatten":
+        return np.tile(ins[0], int(np.prod(node.inputs[0].shape[1:-1])))
+    if kind == "merge":
+        if any(len(k) != len(ins[0]) or (k != ins[0]).any() for k in ins[1:]):
             raise ValueError(
-                f"The inputs of {layer.name!r} ({type(layer).__name__}) have different alive "
+                f"The inputs of {node.name!r} ({type(layer).__name__}) have different alive "
                 "channels. Layers joined by an element-wise merge must share one gate group: "
                 "build the model with fdi_keras.latency_aware(model) and train with "
                 "FastDeepIoTCallback, which keeps a group's gates identical."
             )
         return ins[0]
-    if isinstance(layer, L.Concatenate):
-        if layer.axis not in (-1, len(layer.output.shape) - 1):
-            raise UnsupportedLayerError(
-                f"strip supports Concatenate on the channel axis only. "
-                f"Received: {layer.name!r} with axis={layer.axis}"
-            )
+    if kind == "concat":
         return np.concatenate(ins)
-    if isinstance(layer, SLICING):
-        return np.ones(layer.output.shape[-1], bool)
-    if all(k.all() for k in ins):
-        return np.ones(layer.output.shape[-1], bool)
+    if kind == "new" and rule_for(layer).can_slice_inputs(layer):
+        return np.ones(node.output.shape[-1], bool)
     raise UnsupportedLayerError(
-        f"strip cannot remove channels flowing into layer {layer.name!r} of class "
-        f"{type(layer).__name__}. Channels can flow through: "
-        f"{', '.join(sorted({c.__name__ for c in CHANNEL_PRESERVING + ELEMENTWISE}))} "
-        "(element-wise activations only), Flatten, Concatenate, DepthwiseConv2D, and into "
-        "Dense, Conv1D/2D, SeparableConv2D, GRU, LSTM."
+        f"strip cannot remove channels flowing into layer {node.name!r} of class "
+        f"{type(layer).__name__}: its registry channel kind is {kind!r} and it cannot slice "
+        "its input channels. Exclude the layer that produces them from gating "
+        "(latency_aware(model, exclude=[...])) or register a rule for this layer with "
+        "slice_weights (fdi_keras.graph.register_layer)."
     )
 
 
@@ -113,23 +119,27 @@ def _at_one_position(fn, values, rank):
     return keras.ops.convert_to_numpy(fn(x if len(x) > 1 else x[0])).ravel()
 
 
-def _output_constant(layer, ins, consts, keep):
-    """The values the removed channels of `layer`'s output hold in the gated model, one per
+def _output_constant(node, ins, consts, keep):
+    """The values the removed channels of `node`'s output hold in the gated model, one per
     channel (each is constant over positions), or None when they are all zero."""
-    inner = layer.layer if isinstance(layer, LatencyAware) else layer
-    if all(k.all() for k in ins) or isinstance(inner, SLICING):
+    layer, kind = node.layer, _kind(node)
+    inner = _inner(layer)
+    if all(k.all() for k in ins) or kind == "new" and not isinstance(layer, LatencyAware):
         return None  # only closed gates remove channels here, and they output zeros
+    if isinstance(layer, LatencyAware) and not isinstance(inner, L.DepthwiseConv2D):
+        return None
     values = [np.where(k, 0.0, 0.0 if c is None else c) for k, c in zip(ins, consts)]
-    rank = len(layer.output.shape)
+    rank = len(node.output.shape)
     if isinstance(inner, L.DepthwiseConv2D):
         out = _depthwise_constant(layer, values[0])
-    elif isinstance(layer, (L.BatchNormalization, L.ReLU, L.Activation, *ELEMENTWISE)):
-        out = _at_one_position(layer, values, rank)
-    elif isinstance(layer, L.Flatten):
-        out = np.tile(values[0], int(np.prod(layer.input.shape[1:-1])))
-    elif isinstance(layer, L.Concatenate):
+    elif rule_for(layer).elementwise:
+        x = [np.reshape(v, (1,) * (rank - 1) + (-1,)).astype("float32") for v in values]
+        out = keras.ops.convert_to_numpy(call_with(node, layer, x)).ravel()
+    elif kind == "flatten":
+        out = np.tile(values[0], int(np.prod(node.inputs[0].shape[1:-1])))
+    elif kind == "concat":
         out = np.concatenate(values)
-    else:  # pooling, padding, inference identities: a constant stays one (padding adds zeros)
+    else:  # pooling, padding, cropping: a constant stays one (padding adds zeros)
         if isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D)) and values[0].any():
             _warn_inexact(layer, "it pads removed channels that hold non-zero constants")
         out = values[0]
@@ -158,7 +168,7 @@ def _depthwise_constant(layer, const):
 def _bias_shift(layer, inner, const):
     """What the removed input channels of `inner` (holding `const`, None: zeros) add to each
     of its output channels before its bias, or None when there is nothing to fold."""
-    if const is None or not isinstance(inner, SLICING):
+    if const is None or rule_for(inner).channel_kind(inner) != "new":
         return None
     if isinstance(inner, (L.GRU, L.LSTM)):
         _warn_inexact(layer, f"it cannot fold constants into a {type(inner).__name__}")
@@ -172,43 +182,12 @@ def _bias_shift(layer, inner, const):
 
 
 def _sliced_weights(inner, keep_in, keep_out):
-    """The weights of `inner` (the layer, unwrapped) with pruned input/output channels dropped."""
-    w = [np.asarray(v) for v in inner.get_weights()]
-    if isinstance(inner, L.SeparableConv2D):
-        depthwise, pointwise, *bias = w
-        mult = depthwise.shape[-1]
-        rows = np.repeat(keep_in, mult)
-        return [
-            depthwise[:, :, keep_in],
-            pointwise[:, :, rows][..., keep_out],
-            *[b[keep_out] for b in bias],
-        ]
-    if isinstance(inner, L.DepthwiseConv2D):  # keep_out: channels c * M + m
-        kernel, *bias = w
-        multipliers = keep_out.reshape(-1, kernel.shape[-1]).any(axis=0)  # of a kept c
-        return [kernel[:, :, keep_in][..., multipliers], *[b[keep_out] for b in bias]]
-    if isinstance(inner, (L.Dense, L.Conv1D, L.Conv2D)):
-        kernel, *bias = w
-        return [kernel[..., keep_in, :][..., keep_out], *[b[keep_out] for b in bias]]
-    if isinstance(inner, (L.GRU, L.LSTM)):
-        kernel, recurrent, *bias = w
-        units = recurrent.shape[0]
-        if keep_out is None or len(keep_out) != units:  # an unwrapped layer keeps its units
-            keep_out = np.ones(units, bool)
-        blocks = kernel.shape[1] // units
-        cols = np.concatenate([b * units + np.flatnonzero(keep_out) for b in range(blocks)])
-        return [
-            kernel[keep_in][:, cols],
-            recurrent[keep_out][:, cols],
-            *[v[..., cols] for v in bias],
-        ]
-    if isinstance(inner, L.BatchNormalization):
-        return [v[keep_in] for v in w]
-    return w
-
-
-def _clone(layer, **overrides):
-    return type(layer).from_config({**layer.get_config(), **overrides})
+    """The weights of `inner` (the layer, unwrapped) with pruned input/output channels dropped
+    (the layer type's registry rule knows how)."""
+    slice_weights = rule_for(inner).slice_weights
+    if slice_weights is None or (keep_in.all() and (keep_out is None or keep_out.all())):
+        return inner.get_weights()
+    return slice_weights(inner, keep_in, keep_out)
 
 
 def strip(model: keras.Model) -> keras.Model:
@@ -217,7 +196,8 @@ def strip(model: keras.Model) -> keras.Model:
     Each `LatencyAware` block becomes its layer (with only the alive output channels, or a
     DepthwiseConv2D's alive multipliers), its BatchNormalization and its activation again;
     consumers lose the matching input channels (and fold in the constants removed channels held,
-    see the module's docstring). Its outputs equal the gated model's inference outputs. The
+    see the module's docstring). Its outputs equal the gated model's inference outputs. Nested
+    models are inlined; a shared layer stays one layer, called as often as before. The
     returned model carries `strip_history`: per gated layer, the channels (multipliers) it had
     and the indices it kept (plain data).
 
@@ -226,45 +206,68 @@ def strip(model: keras.Model) -> keras.Model:
         >>> small.strip_history[0]
         {'layer': 'conv1', 'channels': 32, 'kept': 19, 'kept_indices': [...]}
     """
-    check_rebuildable(model)
-    layer_in, layer_out, const_in = propagate_keep(model)
+    graph = trace(model)
+    node_in, node_out, const_in = propagate_keep(graph)
     history = []
+    new_layers: dict[int, tuple] = {}  # one new layer (and its norm, activation) per old one
 
-    def transform(layer, ins):
-        keep_in, keep_out = layer_in[id(layer)][0], layer_out[id(layer)]
+    def build(node, layer, inner):
+        keep_in, keep_out = node_in[id(node)][0], node_out[id(node)]
         wrapped = isinstance(layer, LatencyAware)
-        inner = layer.layer if wrapped else layer
-        shift = _bias_shift(layer, inner, const_in[id(layer)])
+        shift = _bias_shift(layer, inner, const_in[id(node)])
         overrides = {"use_bias": True} if shift is not None else {}
         if wrapped:
             gates = layer.mask()
             overrides[size_attribute(inner)] = int(gates.sum())
-        new = _clone(inner, **overrides)
-        out = new(ins if len(ins) > 1 else ins[0])
-        if inner.weights:
-            weights = _sliced_weights(inner, keep_in, keep_out)
-            if shift is not None:  # the bias is the last weight, when there is one
-                *kernels, bias = weights if inner.use_bias else [*weights, 0.0]
-                weights = [*kernels, bias + shift[keep_out]]
-            new.set_weights(weights)
-        if not wrapped:
-            return out
-        if layer.norm is not None:
-            norm = _clone(layer.norm)
-            out = norm(out)
-            norm.set_weights([w[keep_out] for w in layer.norm.get_weights()])
-        if layer.activation_layer is not None:
-            out = _clone(layer.activation_layer)(out)
-        history.append(
-            {
-                "layer": inner.name,
-                "channels": int(len(gates)),
-                "kept": int(gates.sum()),
-                "kept_indices": np.flatnonzero(gates).tolist(),
-            }
-        )
+            history.append(
+                {
+                    "layer": inner.name,
+                    "channels": int(len(gates)),
+                    "kept": int(gates.sum()),
+                    "kept_indices": np.flatnonzero(gates).tolist(),
+                }
+            )
+        new = clone_layer(inner, **overrides)
+        norm = clone_layer(layer.norm) if wrapped and layer.norm is not None else None
+        act = clone_layer(layer.activation_layer) if wrapped and layer.activation_layer else None
+
+        def set_weights():
+            if getattr(inner, "weights", None):
+                weights = _sliced_weights(inner, keep_in, keep_out)
+                if shift is not None:  # the bias is the last weight, when there is one
+                    *kernels, bias = weights if inner.use_bias else [*weights, 0.0]
+                    weights = [*kernels, bias + shift[keep_out]]
+                new.set_weights(weights)
+            if norm is not None:
+                norm.set_weights([w[keep_out] for w in layer.norm.get_weights()])
+
+        return new, norm, act, set_weights
+
+    def transform(node, ins):
+        layer = node.layer
+        inner = _inner(layer)
+        first = id(layer) not in new_layers
+        if first:
+            new_layers[id(layer)] = build(node, layer, inner)
+        new, norm, act, set_weights = new_layers[id(layer)]
+        if isinstance(layer, LatencyAware):
+            out = new(ins[0])
+            out = norm(out) if norm is not None else out
+            out = act(out) if act is not None else out
+        else:
+            out = call_with(node, new, ins)
+        if first:
+            set_weights()
         return out
 
-    stripped = rebuild(model, transform)
+    stripped = graph.rebuild(transform)
     stripped.strip_history = history
     return stripped
+
+
+def _wrapped_kind(wrapper) -> str:
+    return rule_for(wrapper.layer).channel_kind(wrapper.layer)
+
+
+# A gated model runs as its stripped self: that is what gets predicted.
+register_layer(LatencyAware, LayerRule(channels=_wrapped_kind, predict_as=strip))

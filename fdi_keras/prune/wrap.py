@@ -4,50 +4,45 @@ from __future__ import annotations
 
 import keras
 
-from fdi_keras.prune.graph import check_rebuildable, consumers, rebuild
-from fdi_keras.prune.structure import channel_owners, mixes_channels
-from fdi_keras.prune.wrapper import GATEABLE, RECURRENT, LatencyAware
+from fdi_keras.graph import ModelGraph, call_with, clone_layer, copy_weights, rule_for, trace
+from fdi_keras.graph.keras_layers import CHANNEL_MIXING, activation_name
+from fdi_keras.prune.structure import channel_owners
+from fdi_keras.prune.wrapper import LatencyAware, gateable
 
 L = keras.layers
 
 
-def _clone(layer):
-    return type(layer).from_config(layer.get_config())
-
-
-def _fusable_activation(layer) -> bool:
-    if isinstance(layer, L.ReLU):
-        return True
+def _joins_block(node, step: str) -> bool:
+    """Whether `node` can be the BatchNormalization ("norm") or the element-wise activation
+    ("activation") of a gated block: the gate then multiplies after it, so a closed channel is
+    exactly zero whatever f(0) is."""
+    layer = node.layer
+    if step == "norm":
+        return isinstance(layer, L.BatchNormalization)
+    name = activation_name(layer)
     return (
-        isinstance(layer, L.Activation)
-        and not mixes_channels(layer.activation)
-        and layer.activation is not keras.activations.linear
+        isinstance(layer, (L.ReLU, L.Activation))
+        and name not in (None, "linear", *CHANNEL_MIXING)
+        and rule_for(layer).channel_kind(layer) == "pass"
     )
 
 
-def _blocks(model) -> dict[int, list]:
-    """Gateable layer id -> [layer, (BN), (activation)]: the chain the runtime fuses."""
-    users = consumers(model)
-    outputs = {id(t) for t in model.outputs}
+def _blocks(graph: ModelGraph) -> dict[int, list]:
+    """id(node) of each gateable call -> [node, (BN node), (activation node)]: its block."""
     blocks = {}
-    for layer in model.layers:
-        if not isinstance(layer, GATEABLE) or isinstance(layer, LatencyAware):
+    for node in graph.nodes:
+        layer = node.layer
+        if not gateable(layer) or isinstance(layer, LatencyAware):
             continue
-        if isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier == 1:
-            continue  # no multiplier to gate: its channels are its input's
-        if mixes_channels(getattr(layer, "activation", None)):
+        if activation_name(layer) in CHANNEL_MIXING:
             continue  # a softmax over channels: removing one changes the others
-        chain = [layer]
-        fusable = () if isinstance(layer, RECURRENT) else (L.BatchNormalization, "activation")
-        for kind in fusable:
-            last = chain[-1]
-            nxt = users[id(last)]
-            if len(nxt) != 1 or id(last.output) in outputs:
-                break
-            ok = _fusable_activation(nxt[0]) if kind == "activation" else isinstance(nxt[0], kind)
-            if ok:
-                chain.append(nxt[0])
-        blocks[id(layer)] = chain
+        chain = [node]
+        if not graph.is_shared(layer) and not isinstance(layer, (L.GRU, L.LSTM)):
+            for step in ("norm", "activation"):
+                nxt = graph.sole_consumer(chain[-1])
+                if nxt is not None and not graph.is_shared(nxt.layer) and _joins_block(nxt, step):
+                    chain.append(nxt)
+        blocks[id(node)] = chain
     return blocks
 
 
@@ -61,52 +56,69 @@ def latency_aware(
     multipliers are gated; with 1 it passes its input's channels through), or a GRU/LSTM layer
     (its units). Blocks whose channels cannot be removed (they reach a model output, or a
     consumer `strip` cannot adjust, or are merged by `Add` with an input or an unwrapped layer)
-    stay unwrapped; blocks joined by `Add` share a gate group. Weights are copied; the input
-    model is untouched. Layers named in `exclude` are left as they are.
+    stay unwrapped; blocks joined by `Add`/`Multiply` share a gate group. Nested models are
+    inlined (the result is one flat functional model); a layer called several times (shared)
+    becomes one wrapper called as often, its calls' inputs coupled. Weights are copied; the
+    input model is untouched. Layers named in `exclude` are left as they are.
 
     Example:
         >>> gated = fdi_keras.latency_aware(model)
         >>> gated.compile(...); gated.fit(..., callbacks=[fdi_keras.FastDeepIoTCallback(tree)])
     """
-    check_rebuildable(model)
-    blocks = {k: v for k, v in _blocks(model).items() if v[0].name not in set(exclude)}
-    _, groups = channel_owners(model, lambda layer: layer.name if id(layer) in blocks else None)
-    members: dict[str, list[str]] = {}
+    graph = trace(model)
+    excluded = set(exclude)
+    blocks = {k: v for k, v in _blocks(graph).items() if v[0].layer.name not in excluded}
+    _, groups = channel_owners(graph, lambda node: node.layer.name if id(node) in blocks else None)
+    members: dict[str, set] = {}
     for chain in blocks.values():
-        members.setdefault(groups.find(chain[0].name), []).append(chain[0].name)
-    gated = {k: v for k, v in blocks.items() if not groups.is_fixed(v[0].name)}
-    absorbed = {id(layer) for chain in gated.values() for layer in chain[1:]}
+        members.setdefault(groups.find(chain[0].layer.name), set()).add(chain[0].layer.name)
+    gated = {k: v for k, v in blocks.items() if not groups.is_fixed(v[0].layer.name)}
+    absorbed = {id(node) for chain in gated.values() for node in chain[1:]}
+    new_layers: dict[int, keras.layers.Layer] = {}  # one new layer per old one, calls shared
 
-    def transform(layer, ins):
-        if id(layer) in absorbed:
+    def wrapper_of(chain):
+        layer = chain[0].layer
+        root = groups.find(layer.name)
+        norm, act = _split(chain)
+        wrapper = LatencyAware(
+            clone_layer(layer),
+            norm and clone_layer(norm.layer),
+            act and clone_layer(act.layer),
+            gate=gate,
+            group=root if len(members[root]) > 1 else None,
+            min_channels=min_channels,
+            name=f"latency_aware_{layer.name}",
+        )
+        return wrapper, [layer, norm and norm.layer]
+
+    def transform(node, ins):
+        if id(node) in absorbed:
             return None
-        if id(layer) in gated:
-            chain = gated[id(layer)]
-            root = groups.find(layer.name)
-            group = root if len(members[root]) > 1 else None
-            wrapper = LatencyAware(
-                _clone(layer),
-                *[x and _clone(x) for x in _split(chain)],
-                gate=gate,
-                group=group,
-                min_channels=min_channels,
-                name=f"latency_aware_{layer.name}",
-            )
-            out = wrapper(*ins)
-            wrapper.layer.set_weights(layer.get_weights())
-            if wrapper.norm is not None:
-                wrapper.norm.set_weights(_split(chain)[0].get_weights())
+        key = id(node.layer)
+        if key not in new_layers:
+            if id(node) in gated:
+                new_layers[key], sources = wrapper_of(gated[id(node)])
+            else:
+                new_layers[key], sources = clone_layer(node.layer), [node.layer]
+            out = call_with(node, new_layers[key], ins)
+            _copy_weights(new_layers[key], sources)
             return out
-        new = _clone(layer)
-        out = new(ins if len(ins) > 1 else ins[0])
-        new.set_weights(layer.get_weights())
-        return out
+        return call_with(node, new_layers[key], ins)
 
-    return rebuild(model, transform)
+    return graph.rebuild(transform)
+
+
+def _copy_weights(new, sources) -> None:
+    if isinstance(new, LatencyAware):
+        new.layer.set_weights(sources[0].get_weights())
+        if new.norm is not None:
+            new.norm.set_weights(sources[1].get_weights())
+    else:
+        copy_weights(new, sources[0])
 
 
 def _split(chain):
-    """(norm or None, activation or None) of a block chain."""
-    norm = next((x for x in chain[1:] if isinstance(x, L.BatchNormalization)), None)
-    act = next((x for x in chain[1:] if not isinstance(x, L.BatchNormalization)), None)
+    """(norm node or None, activation node or None) of a block chain."""
+    norm = next((x for x in chain[1:] if isinstance(x.layer, L.BatchNormalization)), None)
+    act = next((x for x in chain[1:] if not isinstance(x.layer, L.BatchNormalization)), None)
     return norm, act

@@ -7,19 +7,27 @@ import keras
 import numpy as np
 from keras import ops
 
+from fdi_keras.graph import rule_for
+from fdi_keras.graph.keras_layers import CHANNEL_MIXING, activation_name
 from fdi_keras.prune.gates import get_gate
-from fdi_keras.prune.structure import mixes_channels
 
 L = keras.layers
 RECURRENT = (L.GRU, L.LSTM)
-GATEABLE = (L.Dense, L.Conv1D, L.Conv2D, L.SeparableConv2D, L.DepthwiseConv2D) + RECURRENT
 
 
-def size_attribute(layer) -> str:
-    """The config entry that counts what the gates of `layer` gate (strip shrinks it)."""
-    if isinstance(layer, (L.Dense, *RECURRENT)):
-        return "units"
-    return "depth_multiplier" if isinstance(layer, L.DepthwiseConv2D) else "filters"
+def size_attribute(layer) -> str | None:
+    """The config entry that counts what the gates of `layer` gate (strip shrinks it), from
+    the layer registry: "filters", "units", "depth_multiplier"; None when it has no gates."""
+    return rule_for(layer).gate
+
+
+def gateable(layer) -> bool:
+    """Whether `LatencyAware` can gate `layer`: its registry rule names a gated size, its
+    channels are its own (not a grouped conv's), and a DepthwiseConv2D has multipliers to gate."""
+    rule = rule_for(layer)
+    if rule.gate is None or rule.channel_kind(layer) not in ("new", "depthwise"):
+        return False
+    return not isinstance(layer, L.DepthwiseConv2D) or layer.depth_multiplier > 1
 
 
 def output_channels(layer) -> int:
@@ -44,8 +52,8 @@ class LatencyAware(L.Wrapper):
     During training each gate is sampled from its logit (`fdi_keras.prune.gates`); in inference
     gates are 0/1 and at least `min_channels` stay open. In training the layer adds
     `penalty_scale * channel_cost * expected_alive_channels` to the model's losses; both scalars
-    are set every epoch by `FastDeepIoTCallback` from the timing tree (without the callback they
-    stay 0 and nothing pushes gates to close).
+    are set every epoch by `FastDeepIoTCallback` from the timing tree. Training without the
+    callback raises (TensorFlow backend), naming it.
 
     A `DepthwiseConv2D` with C input channels and depth multiplier M has C * M output channels
     (channel c * M + m is input channel c's m-th filter). Its channels follow their input's, so
@@ -86,12 +94,6 @@ class LatencyAware(L.Wrapper):
         seed=None,
         **kwargs,
     ):
-        if not isinstance(layer, GATEABLE):
-            names = ", ".join(c.__name__ for c in GATEABLE)
-            raise ValueError(
-                f"LatencyAware can wrap {names}. Received: layer={layer.name!r} of "
-                f"class {type(layer).__name__}"
-            )
         if isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier == 1:
             raise ValueError(
                 "LatencyAware gates a DepthwiseConv2D's channel multiplier, and with "
@@ -99,8 +101,15 @@ class LatencyAware(L.Wrapper):
                 "removed by gating the layer that produces them. Received: "
                 f"layer={layer.name!r} with depth_multiplier=1"
             )
+        if not gateable(layer):
+            raise ValueError(
+                "LatencyAware can wrap layers whose registry rule names a gated size (Dense, "
+                "Conv1D, Conv2D without groups, SeparableConv2D, DepthwiseConv2D with "
+                "depth_multiplier > 1, GRU, LSTM; see fdi_keras.graph.register_layer). "
+                f"Received: layer={layer.name!r} of class {type(layer).__name__}"
+            )
         for owner in (layer, activation):
-            if mixes_channels(getattr(owner, "activation", None)):
+            if owner is not None and activation_name(owner) in CHANNEL_MIXING:
                 raise ValueError(
                     "LatencyAware cannot gate channels that a softmax normalizes together (a "
                     "closed channel would still count in the others' denominator). Received: "
@@ -158,6 +167,9 @@ class LatencyAware(L.Wrapper):
         self.penalty_scale = self.add_weight(
             shape=(), initializer="zeros", trainable=False, name="penalty_scale"
         )
+        self.controlled = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="controlled"
+        )
         self.built = True
 
     @property
@@ -182,6 +194,7 @@ class LatencyAware(L.Wrapper):
 
     def call(self, inputs, training=None):
         if training:
+            self._check_controlled()
             formulation = get_gate(self.gate)
             gate = formulation.train_gate(self.gate_logits, self.seed_generator) * self.alive
             self.add_loss(self.penalty_scale * self.channel_cost * self.expected_alive())
@@ -197,6 +210,25 @@ class LatencyAware(L.Wrapper):
         if isinstance(self.layer, L.DepthwiseConv2D):  # gate m scales channel c * M + m, all c
             gate = ops.tile(gate, [self.layer.kernel.shape[2]])
         return outputs * ops.cast(gate, outputs.dtype)
+
+    def _check_controlled(self):
+        """Refuses to train without `FastDeepIoTCallback` (as tfmot's wrappers refuse without
+        theirs): the penalty's cost and strength would be stale and group ties would drift."""
+        message = (
+            f"{self.name!r}: a LatencyAware model trains only with fdi_keras."
+            "FastDeepIoTCallback(tree, ...) in fit's callbacks (in a custom loop, call "
+            "callback.set_model(model) and callback.on_train_begin() first)."
+        )
+        if keras.backend.backend() != "tensorflow":
+            return  # no graph-mode assertion in keras.ops; the callback docs say it
+        import tensorflow as tf
+
+        tf.debugging.assert_equal(self.controlled, 1.0, message=message)
+
+    def load_own_variables(self, store):
+        """A loaded model is not under a callback's control until one starts training it."""
+        super().load_own_variables(store)
+        self.controlled.assign(0.0)
 
     def _gated_recurrent(self, inputs, gate, training):
         """Runs the GRU/LSTM with its candidate columns scaled by the gate (read through a

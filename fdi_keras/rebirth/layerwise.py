@@ -13,7 +13,8 @@ import tensorflow as tf
 from keras import ops
 from tqdm.auto import tqdm
 
-from fdi_keras.prune.graph import consumers
+from fdi_keras.graph import rule_for, trace
+from fdi_keras.graph.keras_layers import activation_name
 
 
 def _batches(n, batch_size, rng):
@@ -73,18 +74,19 @@ def block_models(student, teacher, student_layer: str, teacher_layer: str):
     the student's chain of sole consumers to the first layer the teacher has too with the same
     output shape (the module's Concatenate).
     """
-    users = consumers(student)
-    s_layer, t_layer = student.get_layer(student_layer), teacher.get_layer(teacher_layer)
-    by_name = {layer.name: layer for layer in teacher.layers}
-    while tuple(t_layer.output.shape) != tuple(s_layer.output.shape):
-        following = users[id(s_layer)]
+    s_graph, t_graph = trace(student), trace(teacher)
+    s_node = s_graph.calls(student.get_layer(student_layer))[0]
+    t_node = t_graph.calls(teacher.get_layer(teacher_layer))[0]
+    t_by_name = {n.name: n for n in t_graph.nodes}
+    while tuple(t_node.output.shape) != tuple(s_node.output.shape):
+        following = s_graph.consumers(s_node)
         if len(following) != 1:
             raise ValueError(f"No teacher activation matches the block ending at {student_layer!r}")
-        s_layer = following[0]
-        t_layer = by_name.get(s_layer.name, t_layer)
+        s_node = following[0]
+        t_node = t_by_name.get(s_node.name, t_node)
     return (
-        keras.Model(student.inputs, s_layer.output),
-        keras.Model(teacher.inputs, t_layer.output),
+        keras.Model(s_graph.inputs, s_node.output),
+        keras.Model(t_graph.inputs, t_node.output),
     )
 
 
@@ -119,6 +121,21 @@ def fit_block(
     _train(fast, slow, loss_fn, [x], epochs, batch_size, lr, lr_multiplier, desc)
 
 
+def outputs_probabilities(model) -> bool:
+    """Whether `model`'s (first) output is a softmax's (probabilities) rather than logits."""
+    graph = trace(model)
+    node = graph.producer(graph.outputs[0])
+    while (
+        node is not None
+        and rule_for(node.layer).channel_kind(node.layer) == "pass"
+        and (activation_name(node.layer) in (None, "linear"))
+    ):
+        node = graph.producer(node.inputs[0])  # e.g. a Dropout or an identity after the softmax
+    if node is None:
+        return False
+    return isinstance(node.layer, keras.layers.Softmax) or activation_name(node.layer) == "softmax"
+
+
 def finetune(
     model,
     teacher,
@@ -132,17 +149,26 @@ def finetune(
     desc="fine-tune",
 ):
     """Fine-tunes all of `model` on sparse labels `y` plus distillation from `teacher`'s
-    softened outputs (both models end in a softmax; softening is `softmax(log(p) / T)`)."""
+    softened outputs, `softmax(log p / T)`. Each model's output may be probabilities (it ends
+    in a softmax) or logits: `outputs_probabilities` tells which."""
     teacher_fn = keras.Model(teacher.inputs, teacher.outputs)
+    student_probs, teacher_probs = outputs_probabilities(model), outputs_probabilities(teacher)
 
-    def soften(p):
-        return ops.softmax(ops.log(ops.maximum(p, 1e-7)) / temperature, axis=-1)
+    def log_p(out, probs):
+        return ops.log(ops.maximum(out, 1e-7)) if probs else ops.log_softmax(out, axis=-1)
+
+    def soften(out, probs):
+        return ops.softmax(log_p(out, probs) / temperature, axis=-1)
 
     def loss_fn(xb, yb):
-        p_teacher = ops.stop_gradient(teacher_fn(xb, training=False))
-        p = model(xb, training=True)
-        hard = ops.mean(keras.losses.sparse_categorical_crossentropy(yb, p))
-        soft = ops.mean(keras.losses.kl_divergence(soften(p_teacher), soften(p)))
+        t_out = ops.stop_gradient(teacher_fn(xb, training=False))
+        out = model(xb, training=True)
+        hard = ops.mean(
+            keras.losses.sparse_categorical_crossentropy(yb, out, from_logits=not student_probs)
+        )
+        soft = ops.mean(
+            keras.losses.kl_divergence(soften(t_out, teacher_probs), soften(out, student_probs))
+        )
         return (1 - distill_weight) * hard + distill_weight * temperature**2 * soft
 
     _train([], model.trainable_variables, loss_fn, [x, y], epochs, batch_size, lr, 1.0, desc)

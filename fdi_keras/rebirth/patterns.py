@@ -17,8 +17,8 @@ import dataclasses
 
 import keras
 
+from fdi_keras.graph import trace
 from fdi_keras.layers import LocalResponseNormalization
-from fdi_keras.prune.graph import check_rebuildable, consumers, layer_inputs
 
 L = keras.layers
 POOL_2D = (L.MaxPooling2D, L.AveragePooling2D)
@@ -59,23 +59,34 @@ def activation_of(layer) -> str:
 
 
 class Graph:
-    """Producer/consumer lookups over a functional model's layers."""
+    """Producer/consumer lookups between the layers of a model (from `fdi_keras.graph.trace`).
+
+    DeepRebirth merges layers, so it reads the graph layer by layer: a layer called more than
+    once (shared) has no sole consumer, so no merge goes through it.
+    """
 
     def __init__(self, model: keras.Model):
-        check_rebuildable(model)
+        self.graph = trace(model)
         self.model = model
-        self.users = consumers(model)
-        self.producer = {id(layer.output): layer for layer in model.layers}
-        self.outputs = {id(t) for t in model.outputs}
+
+    def users(self, layer) -> list:
+        calls = self.graph.calls(layer)
+        return [n.layer for c in calls for n in self.graph.consumers(c)]
 
     def sole_user(self, layer):
-        users = self.users[id(layer)]
-        if len(users) == 1 and id(layer.output) not in self.outputs:
-            return users[0]
-        return None
+        calls = self.graph.calls(layer)
+        if len(calls) != 1:
+            return None
+        nxt = self.graph.sole_consumer(calls[0])
+        return None if nxt is None or self.graph.is_shared(nxt.layer) else nxt.layer
 
     def parents(self, layer) -> list:
-        return [self.producer.get(id(t)) for t in layer_inputs(layer)]
+        """The layers producing `layer`'s inputs (a model input stands for itself)."""
+        tensors = self.graph.calls(layer)[0].inputs
+        return [self.graph.producer(t).layer if self.graph.producer(t) else t for t in tensors]
+
+    def inputs(self, layer) -> list:
+        return self.graph.calls(layer)[0].inputs
 
 
 def _chain_after(graph: Graph, tensor_layer):
@@ -84,7 +95,7 @@ def _chain_after(graph: Graph, tensor_layer):
     chain, seen, skip = [], set(), None
     current = tensor_layer
     while True:
-        users = graph.users[id(current)]
+        users = graph.users(current)
         nxt = graph.sole_user(current)
         if nxt is None:
             if len(users) > 1 and any(
@@ -104,12 +115,12 @@ def _chain_after(graph: Graph, tensor_layer):
         elif isinstance(nxt, LocalResponseNormalization) and "lrn" not in seen:
             kind = "lrn"
         elif isinstance(nxt, POOL_2D) and "pool" not in seen:
-            if graph.sole_user(nxt) is None and len(graph.users[id(nxt)]) > 1:
-                names = ", ".join(u.name for u in graph.users[id(nxt)])
+            if graph.sole_user(nxt) is None and len(graph.users(nxt)) > 1:
+                names = ", ".join(u.name for u in graph.users(nxt))
                 skip = Skip(
                     [current.name, nxt.name],
                     f"pool {nxt.name!r} feeds "
-                    f"{len(graph.users[id(nxt)])} consumers ({names}); it stays",
+                    f"{len(graph.users(nxt))} consumers ({names}); it stays",
                 )
                 break
             kind = "pool"
@@ -142,6 +153,15 @@ def find_streamlines(model: keras.Model) -> tuple[list[Merge], list[Skip]]:
                     f"BatchNormalization after "
                     f"{layer.name!r}'s {activation_of(layer)} activation cannot be "
                     "folded into it exactly",
+                )
+            )
+            continue
+        dilated = isinstance(layer, L.Conv2D) and tuple(layer.dilation_rate) != (1, 1)
+        if nontensor and dilated and any(isinstance(x, POOL_2D) for x in chain):
+            skips.append(
+                Skip(
+                    [layer.name] + [x.name for x in chain],
+                    f"{layer.name!r} is dilated: a pool's stride cannot move into it",
                 )
             )
             continue
@@ -207,7 +227,7 @@ def _branch(graph: Graph, end):
             not isinstance(
                 current, (L.Conv2D, L.BatchNormalization, L.ReLU, L.Activation, *POOL_2D)
             )
-            or len(layer_inputs(current)) != 1
+            or len(graph.inputs(current)) != 1
         ):
             return None, None
         layers.insert(0, current)

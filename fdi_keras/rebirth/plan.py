@@ -7,6 +7,7 @@ import json
 
 import keras
 
+from fdi_keras.graph import trace
 from fdi_keras.rebirth.patterns import (
     Merge,
     Skip,
@@ -82,6 +83,7 @@ def plan(model: keras.Model, tree=None) -> Plan:
         >>> print(p)                        # one row per merge, then what was skipped and why
         >>> p = p.select(min_saving_ms=0.01)
     """
+    model = trace(model).model  # nested models inlined
     streamlines, skipped = find_streamlines(model)
     folds = [m for m in streamlines if m.kind == "fold_bn"]
     folded = apply_merges(model, folds) if folds else model
@@ -94,18 +96,29 @@ def plan(model: keras.Model, tree=None) -> Plan:
         b.detail += f" (needs {n} BN fold{'s' if n > 1 else ''})" if n else ""
     merges = sorted(streamlines + branches, key=lambda m: KIND_ORDER.index(m.kind))
     if tree is not None:
-        _predict_savings(model, merges, fold_of, tree)
+        merges, failed = _predict_savings(model, merges, fold_of, tree)
+        skipped += failed
     return Plan(merges, skipped + branch_skips)
 
 
 def _predict_savings(model, merges, fold_of, tree):
     from fdi_keras.latency import predict_latency
 
+    """Sets each merge's predicted saving; returns (the merges, Skips of those that cannot be
+    applied or predicted, with the reason)."""
     base = predict_latency(model, tree).total_ms
+    kept, failed = [], []
     for m in merges:
         if m.kind == "fold_bn":
             m.predicted_saving_ms = 0.0
+            kept.append(m)
             continue
         needed = [fold_of[n] for n in m.layers if n in fold_of] if m.kind in NEED_FOLDS else []
-        after = predict_latency(apply_merges(model, needed + [m]), tree).total_ms
+        try:
+            after = predict_latency(apply_merges(model, needed + [m]), tree).total_ms
+        except (ValueError, KeyError) as e:  # UnsupportedLayerError, MissingKindError
+            failed.append(Skip(m.layers, f"{m.name} cannot be applied or predicted: {e}"))
+            continue
         m.predicted_saving_ms = base - after
+        kept.append(m)
+    return kept, failed

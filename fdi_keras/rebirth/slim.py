@@ -9,8 +9,9 @@ import typing
 import keras
 import numpy as np
 
+from fdi_keras.graph import trace
 from fdi_keras.rebirth import layerwise
-from fdi_keras.rebirth.patterns import Skip
+from fdi_keras.rebirth.patterns import POOL_2D, Skip, merged_kernel_and_stride
 from fdi_keras.rebirth.plan import Plan
 from fdi_keras.rebirth.plan import plan as make_plan
 from fdi_keras.rebirth.transforms import KIND_ORDER, apply_merges, block_output
@@ -36,6 +37,37 @@ class SlimResult(typing.NamedTuple):
     model: keras.Model
     history: list[SlimStep]
     skipped: list[Skip]
+
+
+def cannot_slow_down(model, merge) -> bool:
+    """Whether `merge` removes work without adding any, whatever the device: a BN fold, an LRN
+    dropped, or a pool's stride moved into a convolution whose merged kernel costs no more
+    FLOPs than the original (k + (kp - 1) * s)^2 / (s_p)^2 <= k^2 per output position)."""
+    if merge.kind == "fold_bn":
+        return True
+    if merge.kind != "streamline":
+        return False
+    conv = model.get_layer(merge.layers[0])
+    pools = [model.get_layer(n) for n in merge.layers[1:]]
+    pools = [p for p in pools if isinstance(p, POOL_2D)]
+    if not pools:
+        return True
+    kernel, _ = merged_kernel_and_stride(conv, pools[0])
+    reduction = pools[0].strides[0] * pools[0].strides[1]
+    return kernel[0] * kernel[1] <= conv.kernel_size[0] * conv.kernel_size[1] * reduction
+
+
+def safe_without_tree(model, plan: Plan) -> Plan:
+    """The merges of `plan` that cannot make `model` slower (`cannot_slow_down`); the others
+    (branch and reduction merges, pool merges that grow the kernel) become Skips, since only a
+    timing tree of the device can say whether they pay."""
+    keep = [m for m in plan.merges if cannot_slow_down(model, m)]
+    skipped = [
+        Skip(m.layers, f"{m.name} needs a timing tree (tree=...) to show it is faster here")
+        for m in plan.merges
+        if m not in keep
+    ]
+    return Plan(keep, plan.skipped + skipped)
 
 
 def _new_layers(model, merge):
@@ -68,14 +100,21 @@ def slim(
     `lr * lr_multiplier`, the layers before them at `lr`. Then, if `y` is given and
     `finetune_epochs > 0`, the whole network is fine-tuned on the labels plus distillation
     from the teacher. `teacher` defaults to `model`; pass the original when `model` is itself
-    the output of an earlier `slim`. `plan` defaults to `fdi_keras.rebirth.plan(model, tree)`.
+    the output of an earlier `slim`. `plan` defaults to `fdi_keras.rebirth.plan(model, tree)`;
+    without a tree, only the merges that cannot make the model slower (`cannot_slow_down`: BN
+    folds, LRN removal, a pool's stride moved into a conv without growing its FLOPs). Outputs
+    may be probabilities or logits (detected from the graph).
 
     Example:
         >>> p = fdi_keras.rebirth.plan(model, tree).select(min_saving_ms=0.0)
         >>> small, history, skipped = fdi_keras.rebirth.slim(model, x, y, p)
     """
+    model = trace(model).model  # nested models inlined
     teacher = teacher or model
-    plan = make_plan(model, tree) if plan is None else plan
+    if plan is None:
+        plan = make_plan(model, tree)
+        if tree is None:
+            plan = safe_without_tree(model, plan)
     history: list[SlimStep] = []
     skipped = list(plan.skipped)
     x_fit, x_val = x[validation_size:], x[:validation_size]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from fdi_keras.prune.graph import rebuild
+from fdi_keras.graph import call_with, clone_layer, copy_weights, trace
 from fdi_keras.rebirth.patterns import (
     POOL_2D,
     Merge,
@@ -39,12 +39,8 @@ def folded_weights(layer, bn) -> tuple[np.ndarray, np.ndarray]:
     return kernel * scale, (bias - values["moving_mean"]) * scale + beta
 
 
-def _clone(layer, **overrides):
-    return type(layer).from_config({**layer.get_config(), **overrides})
-
-
 def _fold_bn_layer(layer, bn, inputs):
-    new = _clone(layer, use_bias=True)
+    new = clone_layer(layer, use_bias=True)
     out = new(inputs)
     new.set_weights(list(folded_weights(layer, bn)))
     return out
@@ -79,7 +75,10 @@ def _streamline_layer(model, merge: Merge, inputs):
         target = tuple(chain[-1].output.shape[1:])
         for padding in ("same", "valid"):
             candidate = dict(kernel_size=size, strides=strides, padding=padding)
-            if tuple(_clone(conv, **candidate).compute_output_shape(inputs.shape)[1:]) == target:
+            if (
+                tuple(clone_layer(conv, **candidate).compute_output_shape(inputs.shape)[1:])
+                == target
+            ):
                 overrides.update(candidate)
                 break
         else:
@@ -87,7 +86,7 @@ def _streamline_layer(model, merge: Merge, inputs):
                 f"Cannot streamline {merge.name}: no {size[0]}x{size[1]}/{strides[0]} "
                 f"convolution reproduces the output shape {target}"
             )
-    new = _clone(conv, **overrides)
+    new = clone_layer(conv, **overrides)
     out = new(inputs)
     new.set_weights([kernel, bias])
     return out
@@ -95,7 +94,7 @@ def _streamline_layer(model, merge: Merge, inputs):
 
 def _widened(conv, inputs, before: int, after: int):
     """`conv` with `before` new filters in front of its own and `after` behind them."""
-    new = _clone(conv, filters=conv.filters + before + after, use_bias=True)
+    new = clone_layer(conv, filters=conv.filters + before + after, use_bias=True)
     out = new(inputs)
     kernel, bias = new.get_weights()
     own_kernel, own_bias = folded_weights(conv, None)
@@ -114,7 +113,7 @@ def _reduction_layer(model, merge: Merge, inputs):
     w2, b2 = folded_weights(conv, None)
     kernel = np.einsum("ir,hwro->hwio", w1[0, 0], w2)
     bias = b2 + np.einsum("r,hwro->o", b1, w2)
-    new = _clone(conv, use_bias=True)
+    new = clone_layer(conv, use_bias=True)
     out = new(inputs)
     new.set_weights([kernel, bias])
     return out
@@ -148,7 +147,7 @@ def _branch_actions(model, merge: Merge) -> dict:
     kept = [i for i in range(len(branches)) if carrier[i] == i]
     layer = model.get_layer(concat)
     actions[concat] = lambda ins: (
-        _clone(layer)([ins[i] for i in kept]) if len(kept) > 1 else ins[kept[0]]
+        clone_layer(layer)([ins[i] for i in kept]) if len(kept) > 1 else ins[kept[0]]
     )
     return actions
 
@@ -192,15 +191,20 @@ def _apply_kind(model, kind, merges):
             actions[head] = lambda ins, m=merge: _streamline_layer(model, m, ins[0])
         actions.update({name: "absorb" for name in merge.layers[1:]})
 
-    def transform(layer, inputs):
+    copies: dict[int, keras.layers.Layer] = {}  # a shared layer stays shared
+
+    def transform(node, inputs):
+        layer = node.layer
         action = actions.get(layer.name)
         if action == "absorb":
             return None
         if action is not None:
             return action(inputs)
-        new = _clone(layer)
-        out = new(inputs if len(inputs) > 1 or isinstance(layer, L.Concatenate) else inputs[0])
-        new.set_weights(layer.get_weights())
+        if id(layer) in copies:
+            return call_with(node, copies[id(layer)], inputs)
+        new = copies[id(layer)] = clone_layer(layer)
+        out = call_with(node, new, inputs)
+        copy_weights(new, layer)
         return out
 
-    return rebuild(model, transform)
+    return trace(model).rebuild(transform)

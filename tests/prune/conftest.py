@@ -1,4 +1,3 @@
-
 import pytest
 from prune_helpers import KINDS, staircase_time
 

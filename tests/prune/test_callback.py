@@ -1,3 +1,4 @@
+import inspect
 import os
 import subprocess
 import sys
@@ -122,10 +123,29 @@ def test_expected_latency_follows_the_gates_before_they_close(staircase_tree):
     assert expected == pytest.approx(hard, rel=0.1)  # linear in the leaves at 32 channels
 
 
-def test_config_round_trip(staircase_tree):
-    cb = FastDeepIoTCallback(staircase_tree, target_latency_ms=1.5, strength=0.2, expand=False)
-    clone = FastDeepIoTCallback.from_config(cb.get_config())
-    assert clone.get_config() == cb.get_config()
+def test_config_round_trip_keeps_every_argument(staircase_tree):
+    """Every __init__ argument, set away from its default, survives get_config/from_config
+    (a round trip of the config alone would pass with an argument missing from it)."""
+    values = dict(
+        target_latency_ms=1.5,
+        strength=0.2,
+        adapt_rate=0.3,
+        control_every=7,
+        expand=False,
+        expand_window=0.5,
+        expand_tolerance=0.05,
+        verbose=0,
+    )
+    params = inspect.signature(FastDeepIoTCallback.__init__).parameters
+    assert set(params) - {"self", "tree"} == set(values), "test every argument"
+    for name, value in values.items():
+        assert params[name].default != value
+    config = FastDeepIoTCallback(staircase_tree, **values).get_config()
+    for name, value in values.items():
+        assert config[name] == value, name
+    clone = FastDeepIoTCallback.from_config(config)
+    assert clone.tree.to_dict() == staircase_tree.to_dict()
+    assert {k: clone.get_config()[k] for k in values} == values
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ def test_costs_are_set_and_the_penalty_gradient_closes_gates(staircase_tree):
     import tensorflow as tf
 
     x = np.zeros((1, 28, 28, 1), "float32")
+    for w in wrapped:
+        w.controlled.assign(1.0)  # as FastDeepIoTCallback does when fit starts
     with tf.GradientTape() as tape:
         gated(x, training=True)
         penalty = tf.add_n(gated.losses)

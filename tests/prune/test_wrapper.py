@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from prune_helpers import depthwise_net
 
-from fdi_keras.prune import LatencyAware, latency_aware, strip
+from fdi_keras.prune import FastDeepIoTCallback, LatencyAware, latency_aware, strip
 
 L = keras.layers
 
@@ -38,12 +38,15 @@ def test_config_round_trip():
     assert clone.get_config() == layer.get_config()
 
 
-def test_keras_save_load_then_resume_training(tmp_path):
+def test_keras_save_load_then_resume_training(tmp_path, staircase_tree):
     model = block_model()
     model.compile("adam", "mse")
     x = np.random.default_rng(0).standard_normal((16, 8, 8, 3)).astype("float32")
     y = np.zeros((16, 2), "float32")
-    model.fit(x, y, epochs=1, verbose=0)
+    callback = FastDeepIoTCallback(staircase_tree, strength=0.3, expand=False, verbose=0)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    strength = float(model.layers[1].penalty_scale)
+    assert strength == pytest.approx(0.3)
     layer = model.layers[1]
     layer.set_gate_logits([5, -5, 5, -5, 5, 5])
     path = str(tmp_path / "gated.keras")
@@ -52,8 +55,21 @@ def test_keras_save_load_then_resume_training(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert loaded.layers[1].mask().tolist() == [True, False, True, False, True, True]
     steps_before = int(loaded.optimizer.iterations.numpy())
-    loaded.fit(x, y, epochs=1, verbose=0)
+    fresh = FastDeepIoTCallback(staircase_tree, strength=5.0, expand=False, verbose=0)
+    loaded.fit(x, y, epochs=1, verbose=0, callbacks=[fresh])
     assert int(loaded.optimizer.iterations.numpy()) > steps_before > 0
+    assert fresh.controller.strength == pytest.approx(strength)  # resumed, not reset to 5.0
+
+
+def test_training_without_the_callback_is_refused_by_name(staircase_tree):
+    model = block_model()
+    model.compile("adam", "mse")
+    x = np.zeros((8, 8, 8, 3), "float32")
+    with pytest.raises(Exception, match="trains only with fdi_keras.FastDeepIoTCallback"):
+        model.fit(x, np.zeros((8, 2), "float32"), epochs=1, verbose=0)
+    callback = FastDeepIoTCallback(staircase_tree, expand=False, verbose=0)
+    model.fit(x, np.zeros((8, 2), "float32"), epochs=1, verbose=0, callbacks=[callback])
+    assert float(model.layers[1].controlled) == 0.0  # released when the fit ends
 
 
 def test_closed_gates_zero_their_channels_and_min_channels_is_kept():
@@ -73,6 +89,7 @@ def test_penalty_is_added_in_training_only():
     layer(x)
     layer.channel_cost.assign(0.5)
     layer.penalty_scale.assign(2.0)
+    layer.controlled.assign(1.0)  # what FastDeepIoTCallback does at the start of fit
     layer(x, training=True)
     expected = 2.0 * 0.5 * float(layer.expected_alive())
     assert float(sum(layer.losses)) == pytest.approx(expected, rel=1e-5)
@@ -80,7 +97,8 @@ def test_penalty_is_added_in_training_only():
 
 def test_errors():
     with pytest.raises(
-        ValueError, match="LatencyAware can wrap Dense.*LSTM. Received: layer='up'.*Conv2DTranspose"
+        ValueError,
+        match="LatencyAware can wrap .*Dense.*LSTM.*Received: layer='up' of class Conv2DTranspose",
     ):
         LatencyAware(L.Conv2DTranspose(4, 3, name="up"))
     with pytest.raises(ValueError, match="cannot be fused into a recurrent layer"):

@@ -42,8 +42,16 @@ def test_exact_plan_needs_no_data_and_matches_outputs():
 def test_layerwise_steps_reduce_reconstruction_error_on_real_images(trained_teacher, cifar_slice):
     x, y = cifar_slice
     before = [w.copy() for w in trained_teacher.get_weights()]
+    every_merge = rebirth.plan(trained_teacher)  # without a tree slim() would skip some
     result = rebirth.slim(
-        trained_teacher, x, y, layerwise_epochs=3, finetune_epochs=1, validation_size=256, lr=3e-4
+        trained_teacher,
+        x,
+        y,
+        every_merge,
+        layerwise_epochs=3,
+        finetune_epochs=1,
+        validation_size=256,
+        lr=3e-4,
     )
     learned = [s for s in result.history if s.kind in ("streamline", "branch", "reduction")]
     assert [s.kind for s in learned] == ["streamline", "branch", "reduction"]
@@ -99,3 +107,51 @@ def test_slim_rejects_a_subclassed_model():
 
     with pytest.raises(TypeError, match="functional or Sequential"):
         rebirth.slim(Net(), np.zeros((4, 3), "float32"))
+
+
+def test_without_a_tree_only_merges_that_cannot_slow_the_model_down_are_applied(trained_teacher):
+    plan = rebirth.plan(trained_teacher)
+    assert {m.kind for m in plan.merges} >= {"streamline", "branch", "reduction"}
+    safe = rebirth.safe_without_tree(trained_teacher, plan)
+    assert {m.kind for m in safe.merges} <= {"fold_bn", "streamline"}
+    needs_tree = [s for s in safe.skipped if "needs a timing tree" in s.reason]
+    assert len(needs_tree) == sum(m.kind in ("branch", "reduction") for m in plan.merges)
+
+
+def test_a_pool_merge_that_grows_the_kernel_needs_a_tree():
+    x = keras.Input((16, 16, 3))
+    cheap = L.MaxPooling2D(2, 2)(L.Conv2D(4, 3, padding="same", name="k3")(x))  # 4x4/2: 4 < 9
+    dear = L.MaxPooling2D(3, 2)(L.Conv2D(4, 1, name="k1")(x))  # 3x3/2 after 1x1: 9/4 > 1
+    model = keras.Model(x, [cheap, dear])
+    merges = {m.layers[0]: m for m in rebirth.plan(model).merges}
+    assert rebirth.cannot_slow_down(model, merges["k3"])
+    assert not rebirth.cannot_slow_down(model, merges["k1"])
+
+
+def _separable_data(n=512, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.normal(size=(n, 8, 8, 3)).astype("float32") * 0.5
+    x[np.arange(n), y, y, 0] += 3.0  # the class is where the bright pixel is
+    return x, y
+
+
+@pytest.mark.parametrize("logits", [True, False])
+def test_finetune_distills_logits_and_probabilities_alike(logits):
+    keras.utils.set_random_seed(1)
+    x, y = _separable_data()
+    inputs = keras.Input((8, 8, 3))
+    h = L.Flatten()(L.Conv2D(8, 3, padding="same", activation="relu")(inputs))
+    out = L.Dense(4, activation=None if logits else "softmax")(h)
+    teacher = keras.Model(inputs, out)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
+    teacher.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
+    teacher.fit(x, y, epochs=8, batch_size=32, verbose=0)
+    assert rebirth.layerwise.outputs_probabilities(teacher) is not logits
+    student = keras.models.clone_model(teacher)
+    student.set_weights(teacher.get_weights())
+    student.compile(loss=loss, metrics=["accuracy"])
+    before = student.evaluate(x, y, verbose=0)[1]
+    assert before > 0.9
+    rebirth.layerwise.finetune(student, teacher, x, y, epochs=2, batch_size=32, lr=1e-3)
+    assert student.evaluate(x, y, verbose=0)[1] > before - 0.05
