@@ -1,90 +1,22 @@
-"""TFLite export and on-device latency measurement (the measured side of every prediction)."""
+"""TFLite export and on-device latency measurement (the measured side of every prediction).
+
+Conversion lives in `fdi_keras.conversion` (the profiler converts too, and measurement must
+not be imported by it); it is re-exported here, where users look for it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
-import keras
-import numpy as np
-import tensorflow as tf
-
-from fdi_keras.atomic import atomic_write_bytes
+from fdi_keras.conversion import QUANTIZE_MODES, to_tflite, with_batch_one, with_input_shape
 from fdi_keras.profiling.timer import Timing, time_models
 
-QUANTIZE_MODES = (None, "float16", "int8")
-
-
-def with_batch_one(model: keras.Model) -> keras.Model:
-    """The same model (same weights) with every input's batch fixed to 1.
-
-    LiteRT runs GRU/LSTM only when the batch is static (they become WHILE loops); a fixed batch
-    also lets the converter fold every shape. Sequential and functional models only.
-    """
-    if all(t.shape[0] == 1 for t in model.inputs):
-        return model
-    inputs = [
-        keras.Input(t.shape[1:], batch_size=1, dtype=t.dtype, name=t.name.split(":")[0])
-        for t in model.inputs
-    ]
-    clone = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0])
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-def with_input_shape(model: keras.Model, shape: tuple) -> keras.Model:
-    """The same single-input model (same weights) built for inputs of `shape` (no batch axis),
-    e.g. a CIFAR-trained convolutional net at 224x224 to time it at ImageNet resolution."""
-    config = model.get_config()
-    config["layers"][0]["config"]["batch_shape"] = (None, *shape)
-    resized = model.__class__.from_config(config)
-    resized.set_weights(model.get_weights())
-    return resized
-
-
-def _representative(model: keras.Model, data: Iterable | None) -> Callable:
-    if data is not None:
-        return lambda: ([np.asarray(x, np.float32)[None]] for x in data)
-    rng = np.random.default_rng(0)
-    shapes = [tuple(t.shape) for t in model.inputs]
-    return lambda: ([rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(8))
-
-
-def to_tflite(
-    model: keras.Model,
-    path: str | None = None,
-    quantize: str | None = None,
-    representative_data: Iterable | None = None,
-) -> bytes:
-    """Converts a Keras model to a batch-1 TFLite flatbuffer; writes it to `path` if given.
-
-    Args:
-        model: a Sequential or functional Keras 3 model.
-        path: optional output file (written atomically).
-        quantize: None (float32), "float16" (weights), or "int8" (full post-training
-            quantization with float input/output).
-        representative_data: input samples (without batch axis) for int8 calibration; random
-            normal inputs when omitted, which is fine for timing but not for accuracy.
-
-    Returns:
-        The TFLite flatbuffer.
-    """
-    if quantize not in QUANTIZE_MODES:
-        raise ValueError(
-            f"quantize must be one of {QUANTIZE_MODES}. Received: quantize={quantize!r}"
-        )
-    model = with_batch_one(model)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if quantize == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(model, representative_data)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    flatbuffer = converter.convert()
-    if path is not None:
-        atomic_write_bytes(path, flatbuffer)
-    return flatbuffer
+__all__ = [
+    "QUANTIZE_MODES",
+    "measure_latency",
+    "measure_memory",
+    "to_tflite",
+    "with_batch_one",
+    "with_input_shape",
+]
 
 
 def _load(model: bytes | str) -> bytes:

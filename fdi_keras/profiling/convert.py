@@ -34,7 +34,7 @@ def convert_spec(spec: LayerSpec) -> bytes:
     """The TFLite flatbuffer of `spec`'s single-kernel model, in the spec's dtype."""
     import keras
 
-    from fdi_keras.export import to_tflite
+    from fdi_keras.conversion import to_tflite
     from fdi_keras.profiling.build import build_kernel_model
 
     keras.utils.clear_session(free_memory=False)

@@ -1,0 +1,40 @@
+"""The package's layers import only downward (DESIGN.md section 3): read off the source."""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "fdi_keras"
+# module (or package) -> packages it must not import, directly or lazily inside a function
+FORBIDDEN = {
+    "graph": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.latency", "fdi_keras.profiling"),
+    "kernels.py": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.profiling"),
+    "latency.py": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.profiling"),
+    "timing": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.export"),
+    "profiling": ("fdi_keras.export", "fdi_keras.prune", "fdi_keras.rebirth"),
+    "prune": ("fdi_keras.rebirth",),
+}
+
+
+def imported_modules(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("part", sorted(FORBIDDEN))
+def test_imports_go_downward_only(part):
+    target = PACKAGE / part
+    files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+    assert files
+    for path in files:
+        for name in imported_modules(path):
+            for forbidden in FORBIDDEN[part]:
+                assert not (name == forbidden or name.startswith(forbidden + ".")), (
+                    f"{path.relative_to(PACKAGE.parent)} imports {name}"
+                )
