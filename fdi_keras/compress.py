@@ -18,19 +18,31 @@ class CosineAnnealing(keras.callbacks.Callback):
     """Anneals the optimizer's learning rate from its value to 0 along a cosine over the fit,
     so the fine-tuned model ends at a minimum rather than wherever the last step left it
     (with BatchNormalization, test accuracy can swing by several points between epochs). An
-    optimizer built with a learning-rate schedule keeps its own."""
+    optimizer built with a learning-rate schedule keeps its own.
+
+    When the data's length is unknown (a generator), the first epoch runs at the initial rate
+    and counts its batches; the cosine then runs over the remaining epochs' batches.
+    """
 
     def on_train_begin(self, logs=None):
         rate = self.model.optimizer.learning_rate
         self.rate = rate if isinstance(rate, keras.Variable) else None
         self.base = float(keras.ops.convert_to_numpy(rate))
-        self.total = max(1, self.params["epochs"] * (self.params["steps"] or 1))
+        self.epochs = self.params["epochs"]
+        self.steps = self.params.get("steps")  # per epoch; None until the first epoch ends
         self.step = 0
+        self.start = 0  # the step the cosine starts at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.steps is None:
+            self.steps, self.start = self.step, self.step
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.rate is not None:
-            progress = min(self.step / self.total, 1.0)
-            self.rate.assign(self.base * 0.5 * (1 + math.cos(math.pi * progress)))
+            if self.steps is not None:
+                total = max(1, self.epochs * self.steps - self.start)
+                progress = min((self.step - self.start) / total, 1.0)
+                self.rate.assign(self.base * 0.5 * (1 + math.cos(math.pi * progress)))
             self.step += 1
 
 

@@ -5,6 +5,7 @@ import sys
 
 import keras
 import numpy as np
+import tensorflow as tf
 from prune_helpers import lenet
 
 from fdi_keras import predict_latency
@@ -62,3 +63,33 @@ def test_fine_tuning_anneals_the_learning_rate_to_zero_unless_scheduled(mnist_sl
     model.fit(x, y, epochs=1, batch_size=16, callbacks=[CosineAnnealing()], verbose=0)
     steps = int(model.optimizer.iterations)
     assert float(model.optimizer.learning_rate) == np.float32(1e-3 * 0.5**steps)  # untouched
+
+
+def test_annealing_without_a_known_length_spreads_over_the_real_steps(mnist_slice):
+    """A generator has no length: the rate must not reach 0 after `epochs` batches."""
+    from fdi_keras.compress import CosineAnnealing
+
+    x, y = mnist_slice[0][:64], mnist_slice[1][:64]
+
+    def batches():
+        while True:
+            for i in range(0, 64, 16):
+                yield x[i : i + 16], y[i : i + 16]
+
+    rates = []
+    model = lenet()
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda b, logs: rates.append(float(model.optimizer.learning_rate))
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    dataset = tf.data.Dataset.from_generator(
+        batches,
+        output_signature=(
+            tf.TensorSpec((None, 28, 28, 1), tf.float32),
+            tf.TensorSpec((None,), tf.int64),
+        ),
+    ).take(4)  # 4 batches an epoch; the length stays unknown to fit()
+    model.fit(dataset, epochs=3, callbacks=[CosineAnnealing(), record], verbose=0)
+    assert len(rates) == 12
+    assert rates[:4] == [np.float32(1e-3)] * 4  # the first epoch counts its batches
+    assert np.all(np.diff(rates[4:]) < 0) and rates[-1] < 2e-4 and min(rates[:-1]) > 0
