@@ -2,8 +2,8 @@
 
 Phones run int8. `fdi_keras.export.to_tflite(model, quantize="int8", representative_data=x)`
 quantizes after training (post-training quantization, PTQ); this module fine-tunes with the
-quantization simulated first (quantization-aware training, QAT), which recovers accuracy that
-PTQ loses. Keras 3 has no QAT that converts to a full-integer graph; tensorflow-model-
+quantization simulated first (quantization-aware training, QAT), which can recover accuracy
+that PTQ loses. Keras 3 has no QAT that converts to a full-integer graph; tensorflow-model-
 optimization (tfmot) has one for tf_keras (Keras 2), installed with `pip install
 fdi_keras[qat]`. Since TensorFlow binds `tf.keras` to one Keras when it is imported, the QAT
 runs in a subprocess (`fdi_keras/qat_worker.py`) that rebuilds the model in tf_keras from a plain
