@@ -7,18 +7,19 @@ import warnings
 import keras
 import numpy as np
 
-from fdi_keras.prune.controller import StrengthController, tie_groups
+from fdi_keras.prune.controller import StrengthController
 from fdi_keras.prune.expansion import structural_step
 from fdi_keras.prune.regularizer import LatencyRegularizer, wrappers
+from fdi_keras.prune.wrapper import link_gate_groups
 from fdi_keras.timing.tree import TimingTree
 
 
 class FastDeepIoTCallback(keras.callbacks.Callback):
     """Latency-steered structured pruning during `model.fit` (FastDeepIoT).
 
-    Its jobs, each in a part of its own: after every batch it ties the gates of each group
-    (`controller.tie_groups`); every epoch, at the model's hard structure, the structural step
-    (`expansion.structural_step`) removes channels whose gates closed, expands each layer to
+    Its jobs, each in a part of its own: every epoch, at the model's hard structure, the
+    structural step (`expansion.structural_step`) removes channels whose gates closed, expands
+    each layer to
     the widest nearby width the tree predicts to be no slower (the top of its stair), and gives
     channels back when pruning overshot the target; the controller (`StrengthController`)
     adapts the penalty strength so the predicted latency approaches `target_latency_ms`; the
@@ -27,7 +28,9 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
 
     The strength is kept on the model, so `fit()` called in chunks, or on a reloaded `.keras`
     model, continues from where it stopped. A gated model refuses to train without this
-    callback (TensorFlow backend): the penalty it would add is stale.
+    callback (TensorFlow backend): the penalty it would add is stale. Gate groups share one
+    gate variable (linked again at the start of training, e.g. after a reload), so no per-batch
+    synchronization is needed.
 
     Within an epoch, every `control_every` batches, it also adapts the strength to the
     *expected* latency: the last prediction moved by each layer's channel cost times the change
@@ -101,13 +104,9 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         )
         self.controller.resume(self.model)  # a previous fit's (or a saved model's) strength
         self.history = []
-        groups: dict[str, list] = {}
+        link_gate_groups(self.model.layers)  # again after a .keras load, which unlinks them
         for w in gated:
-            if w.group is not None:
-                groups.setdefault(w.group, []).append(w)
             w.controlled.assign(1.0)
-        self._groups = list(groups.values())
-        tie_groups(self._groups)
         report = self._recost()  # also checks every kind is in the tree
         self.initial_latency_ms = report.total_ms
         if self.target_latency_ms is not None:
@@ -149,14 +148,11 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         return self.controller.expected_latency_us(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._groups:
-            tie_groups(self._groups)
         if self.target_latency_ms and self.control_every and (batch + 1) % self.control_every == 0:
             self.controller.adapt(self.model, self.expected_latency_us())
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        tie_groups(self._groups)
         target_us = None if self.target_latency_ms is None else 1000 * self.target_latency_ms
         report = structural_step(
             self.model,

@@ -68,14 +68,3 @@ class StrengthController:
         self.regularizer.strength *= math.exp(self.adapt_rate * gap)
         for w in wrappers(model):
             w.penalty_scale.assign(self.regularizer.strength)
-
-
-def tie_groups(groups) -> None:
-    """Gives every member of each gate group the group's mean logits and common alive set
-    (layers joined by an element-wise merge must keep identical gates)."""
-    for members in groups:
-        logits = np.mean([keras.ops.convert_to_numpy(w.gate_logits) for w in members], axis=0)
-        alive = np.min([w.alive.numpy() for w in members], axis=0)
-        for w in members:
-            w.set_gate_logits(logits)
-            w.alive.assign(alive)

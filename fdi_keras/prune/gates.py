@@ -29,8 +29,14 @@ class HardConcrete:
     # is_open <=> the deterministic gate clip(sigmoid(logit) * (zeta - gamma) + gamma) > 0.
     threshold = math.log(-gamma / zeta)  # logit above which the deterministic gate is open
 
-    def train_gate(self, logits, seed):
-        u = keras.random.uniform(ops.shape(logits), 1e-6, 1.0 - 1e-6, seed=seed)
+    uses_noise = True
+
+    def sample_noise(self, shape, seed):
+        """The uniform noise of one training step (shared by the members of a gate group)."""
+        return keras.random.uniform(shape, 1e-6, 1.0 - 1e-6, seed=seed)
+
+    def train_gate(self, logits, noise):
+        u = noise
         s = ops.sigmoid((ops.log(u) - ops.log(1.0 - u) + logits) / self.beta)
         return ops.clip(s * (self.zeta - self.gamma) + self.gamma, 0.0, 1.0)
 
@@ -45,7 +51,12 @@ class StraightThrough:
     name = "straight_through"
     threshold = 0.0
 
-    def train_gate(self, logits, seed):
+    uses_noise = False
+
+    def sample_noise(self, shape, seed):
+        return None
+
+    def train_gate(self, logits, noise):
         soft = ops.sigmoid(logits)
         hard = ops.cast(logits > 0.0, logits.dtype)
         return hard + soft - ops.stop_gradient(soft)

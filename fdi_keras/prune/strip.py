@@ -82,8 +82,8 @@ def _output_keep(node, ins):
             raise ValueError(
                 f"The inputs of {node.name!r} ({type(layer).__name__}) have different alive "
                 "channels. Layers joined by an element-wise merge must share one gate group: "
-                "build the model with fdi_keras.latency_aware(model) and train with "
-                "FastDeepIoTCallback, which keeps a group's gates identical."
+                "build the model with fdi_keras.latency_aware(model), which gives them one "
+                "gate (or link LatencyAware layers of one `group` with link_gate_groups)."
             )
         return ins[0]
     if kind == "concat":

@@ -7,7 +7,7 @@ import keras
 from fdi_keras.graph import ModelGraph, call_with, clone_layer, copy_weights, rule_for, trace
 from fdi_keras.graph.keras_layers import CHANNEL_MIXING, activation_name
 from fdi_keras.prune.structure import channel_owners
-from fdi_keras.prune.wrapper import LatencyAware, gateable
+from fdi_keras.prune.wrapper import LatencyAware, gateable, link_gate_groups
 
 L = keras.layers
 
@@ -56,7 +56,8 @@ def latency_aware(
     multipliers are gated; with 1 it passes its input's channels through), or a GRU/LSTM layer
     (its units). Blocks whose channels cannot be removed (they reach a model output, or a
     consumer `strip` cannot adjust, or are merged by `Add` with an input or an unwrapped layer)
-    stay unwrapped; blocks joined by `Add`/`Multiply` share a gate group. Nested models are
+    stay unwrapped; blocks joined by `Add`/`Multiply` form a gate group, which has one gate
+    (`LatencyAware.share_gates_with`): its members cannot drift apart. Nested models are
     inlined (the result is one flat functional model); a layer called several times (shared)
     becomes one wrapper called as often, its calls' inputs coupled. Weights are copied; the
     input model is untouched. Layers named in `exclude` are left as they are.
@@ -105,7 +106,9 @@ def latency_aware(
             return out
         return call_with(node, new_layers[key], ins)
 
-    return graph.rebuild(transform)
+    gated_model = graph.rebuild(transform)
+    link_gate_groups(gated_model.layers)
+    return gated_model
 
 
 def _copy_weights(new, sources) -> None:

@@ -66,14 +66,17 @@ class LatencyAware(L.Wrapper):
         norm: optional `BatchNormalization` applied to the layer's output.
         activation: optional activation layer (`ReLU`, `Activation`) applied after `norm`.
         gate: "hard_concrete" (default) or "straight_through".
-        group: name shared by layers whose outputs are coupled (joined by `Add`); the callback
-            keeps the gates of a group identical.
+        group: name shared by layers whose outputs are coupled (joined by `Add`): they get
+            one gate (`link_gate_groups`, which `latency_aware` and the callback call).
         min_channels: fewest channels (a DepthwiseConv2D's: multipliers) that stay alive.
         init_logit: initial gate logit (open, with a margin).
         logit_scale: the logit is `logit_scale * parameter`, which multiplies the gates'
             effective learning rate (Adam's steps are scale-free) so that a few epochs can
             close a gate.
         seed: seed of the training-time gate noise.
+        gate_owner_name: the name of the group member whose gate this one uses (set by
+            `link_gate_groups`; kept in the config so that a reloaded member's own, unused
+            gate variables do not train).
 
     Example:
         >>> conv, bn = keras.layers.Conv2D(32, 3), keras.layers.BatchNormalization()
@@ -92,6 +95,7 @@ class LatencyAware(L.Wrapper):
         init_logit=2.0,
         logit_scale=30.0,
         seed=None,
+        gate_owner_name=None,
         **kwargs,
     ):
         if isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier == 1:
@@ -144,6 +148,7 @@ class LatencyAware(L.Wrapper):
         self.init_logit = float(init_logit)
         self.logit_scale = float(logit_scale)
         self.seed = seed
+        self.gate_owner_name = gate_owner_name
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.channels = output_channels(layer)
 
@@ -155,12 +160,15 @@ class LatencyAware(L.Wrapper):
             if sub is not None and not sub.built:
                 sub.build(shape)
         n = self.channels
-        self.gate_parameters = self.add_weight(
+        self._own_gate_parameters = self.add_weight(
             shape=(n,),
             initializer=keras.initializers.Constant(self.init_logit / self.logit_scale),
+            trainable=self.gate_owner_name is None,
             name="gate_parameters",
         )
-        self.alive = self.add_weight(shape=(n,), initializer="ones", trainable=False, name="alive")
+        self._own_alive = self.add_weight(
+            shape=(n,), initializer="ones", trainable=False, name="alive"
+        )
         self.channel_cost = self.add_weight(
             shape=(), initializer="zeros", trainable=False, name="channel_cost"
         )
@@ -170,7 +178,46 @@ class LatencyAware(L.Wrapper):
         self.controlled = self.add_weight(
             shape=(), initializer="zeros", trainable=False, name="controlled"
         )
+        self._own_noise = self.add_weight(
+            shape=(n,), initializer=keras.initializers.Constant(0.5), trainable=False, name="noise"
+        )
         self.built = True
+
+    def gate_owner(self) -> LatencyAware:
+        """The wrapper whose gate variables this one uses: itself, or its group's first member
+        (`share_gates_with`)."""
+        link = self.__dict__.get("_gate_owner_link")
+        return self if link is None else link()
+
+    @property
+    def gate_parameters(self):
+        """The trainable gate parameters (the group's, when shared)."""
+        return self.gate_owner()._own_gate_parameters
+
+    @property
+    def alive(self):
+        """1 for a channel still in the model, 0 for one removed for good (the group's)."""
+        return self.gate_owner()._own_alive
+
+    def share_gates_with(self, owner: LatencyAware) -> None:
+        """Makes this wrapper use `owner`'s gate variables and training noise: one gate per
+        group, so the members of a group cannot drift apart. Its own gate variables take the
+        owner's values (what is saved) and stop training."""
+        if owner is self or self.gate_owner() is owner:
+            return
+        if owner.channels != self.channels or owner.gate != self.gate:
+            raise ValueError(
+                f"{self.name!r} cannot share the gates of {owner.name!r}: a group's members need "
+                "the same number of channels and gate formulation. Received: "
+                f"{self.channels} {self.gate!r} and {owner.channels} {owner.gate!r}"
+            )
+        self._own_gate_parameters.assign(owner._own_gate_parameters)
+        self._own_alive.assign(owner._own_alive)
+        self._own_gate_parameters.trainable = False
+        self.gate_owner_name = owner.name
+        # A function, not an attribute holding the layer: neither Keras's tracking nor its
+        # saving walks into it (the owner is saved where it is in the model).
+        object.__setattr__(self, "_gate_owner_link", lambda: owner)
 
     @property
     def gate_logits(self):
@@ -195,8 +242,7 @@ class LatencyAware(L.Wrapper):
     def call(self, inputs, training=None):
         if training:
             self._check_controlled()
-            formulation = get_gate(self.gate)
-            gate = formulation.train_gate(self.gate_logits, self.seed_generator) * self.alive
+            gate = self.training_gate()
             self.add_loss(self.penalty_scale * self.channel_cost * self.expected_alive())
         else:
             gate = self.inference_mask()
@@ -211,9 +257,39 @@ class LatencyAware(L.Wrapper):
             gate = ops.tile(gate, [self.layer.kernel.shape[2]])
         return outputs * ops.cast(gate, outputs.dtype)
 
+    def training_gate(self):
+        """This step's sampled gates. The group's owner draws the noise and keeps it for the
+        step; the other members (called after it: it comes first in the graph) reuse it."""
+        formulation = get_gate(self.gate)
+        owner = self.gate_owner()
+        if owner is self:
+            noise = formulation.sample_noise(ops.shape(self.gate_logits), self.seed_generator)
+            if noise is not None:
+                self._own_noise.assign(noise)
+        else:
+            noise = owner._own_noise if formulation.uses_noise else None
+        return formulation.train_gate(self.gate_logits, noise) * self.alive
+
+    def save_own_variables(self, store):
+        """Saves the group's gate values (this wrapper's own, when it does not share them)."""
+        owner = self.gate_owner()
+        values = [owner._own_gate_parameters, owner._own_alive, *self._own_state()[2:]]
+        for i, value in enumerate(values):
+            store[str(i)] = keras.ops.convert_to_numpy(value)
+
+    def _own_state(self) -> list:
+        return [
+            self._own_gate_parameters,
+            self._own_alive,
+            self.channel_cost,
+            self.penalty_scale,
+            self.controlled,
+            self._own_noise,
+        ]
+
     def _check_controlled(self):
         """Refuses to train without `FastDeepIoTCallback` (as tfmot's wrappers refuse without
-        theirs): the penalty's cost and strength would be stale and group ties would drift."""
+        theirs): the penalty's cost and strength would be stale."""
         message = (
             f"{self.name!r}: a LatencyAware model trains only with fdi_keras."
             "FastDeepIoTCallback(tree, ...) in fit's callbacks (in a custom loop, call "
@@ -226,8 +302,16 @@ class LatencyAware(L.Wrapper):
         tf.debugging.assert_equal(self.controlled, 1.0, message=message)
 
     def load_own_variables(self, store):
-        """A loaded model is not under a callback's control until one starts training it."""
-        super().load_own_variables(store)
+        """Loads what `save_own_variables` saved; a loaded model is not under a callback's
+        control until one starts training it (and links its groups again)."""
+        state = self._own_state()
+        if len(store.keys()) != len(state):
+            raise ValueError(
+                f"{self.name!r} expected {len(state)} saved variables, found "
+                f"{len(store.keys())}: the file was saved by another version of fdi_keras."
+            )
+        for i, variable in enumerate(state):
+            variable.assign(store[str(i)])
         self.controlled.assign(0.0)
 
     def _gated_recurrent(self, inputs, gate, training):
@@ -263,6 +347,7 @@ class LatencyAware(L.Wrapper):
             "init_logit": self.init_logit,
             "logit_scale": self.logit_scale,
             "seed": self.seed,
+            "gate_owner_name": self.gate_owner_name,
         }
 
     @classmethod
@@ -274,3 +359,16 @@ class LatencyAware(L.Wrapper):
                     config[key], custom_objects=custom_objects
                 )
         return super().from_config(config, custom_objects)
+
+
+def link_gate_groups(layers) -> None:
+    """Gives the `LatencyAware` wrappers among `layers` that name the same `group` one shared
+    gate: the first of them (in graph order) owns it, the others use it."""
+    owners: dict[str, LatencyAware] = {}
+    for layer in layers:
+        if isinstance(layer, LatencyAware) and layer.group is not None:
+            if layer.gate_owner_name is None:  # an owner (a reloaded follower names its own)
+                owners.setdefault(layer.group, layer)
+    for layer in layers:
+        if isinstance(layer, LatencyAware) and layer.group is not None:
+            layer.share_gates_with(owners.setdefault(layer.group, layer))

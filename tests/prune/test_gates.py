@@ -22,7 +22,7 @@ def test_training_gates_are_in_unit_interval_with_gradients(name):
     gate = get_gate(name)
     logits = tf.Variable(np.zeros(64, "float32"))
     with tf.GradientTape() as tape:
-        z = gate.train_gate(logits, seed=1)
+        z = gate.train_gate(logits, gate.sample_noise((64,), seed=1))
         loss = tf.reduce_sum(z)
     assert ((z.numpy() >= 0) & (z.numpy() <= 1)).all()
     assert np.abs(tape.gradient(loss, logits).numpy()).sum() > 0

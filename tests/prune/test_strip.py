@@ -153,7 +153,7 @@ def test_unequal_masks_across_an_add_are_explained():
     a_layer, b_layer = model.layers[1], model.layers[2]
     a_layer.set_gate_logits([5, -5, 5])
     b_layer.set_gate_logits([5, 5, 5])
-    with pytest.raises(ValueError, match="must share one gate group.*FastDeepIoTCallback"):
+    with pytest.raises(ValueError, match="must share one gate group.*latency_aware"):
         strip(model)
 
 

@@ -220,3 +220,41 @@ def test_a_flattened_tensor_merged_by_add_is_not_gated():
     assert _gated_names(model) == []
     y = L.Dense(2)(L.Dense(16, name="after_flatten")(L.Flatten()(L.Conv2D(4, 1, name="c")(x))))
     assert _gated_names(keras.Model(x, y)) == ["c", "after_flatten"]
+
+
+def residual_model():
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+    a = L.Conv2D(8, 3, padding="same", name="a")(h)
+    b = L.Conv2D(8, 1, name="b")(h)
+    y = L.Conv2D(6, 3, activation="relu")(L.ReLU()(L.Add()([a, b])))
+    return keras.Model(x, L.Dense(3)(L.GlobalAveragePooling2D()(y)))
+
+
+def test_a_gate_group_has_one_gate_and_one_noise_sample_per_step(tmp_path, staircase_tree):
+    gated = latency_aware(residual_model())
+    owner, member = gated.get_layer("latency_aware_a"), gated.get_layer("latency_aware_b")
+    assert owner.group == member.group and member.gate_owner() is owner
+    assert member.gate_parameters is owner.gate_parameters and member.alive is owner.alive
+    trainable = {id(v) for v in gated.trainable_variables}
+    assert (
+        id(owner.gate_parameters) in trainable and id(member._own_gate_parameters) not in trainable
+    )
+    np.testing.assert_array_equal(owner.training_gate(), member.training_gate())
+    np.testing.assert_array_equal(owner.training_gate(), member.training_gate())
+    x = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, 32)
+    gated.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(True))
+    callback = FastDeepIoTCallback(staircase_tree, strength=3.0, expand=False, verbose=0)
+    gated.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    assert (owner.mask() == member.mask()).all()  # no synchronization needed
+    path = str(tmp_path / "grouped.keras")
+    gated.save(path)
+    loaded = keras.models.load_model(path)
+    reloaded = loaded.get_layer("latency_aware_b")
+    assert reloaded.gate_owner() is reloaded  # unlinked until training starts...
+    assert (reloaded.mask() == member.mask()).all()  # ...but it saved the group's gate
+    steps = int(loaded.optimizer.iterations)
+    loaded.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[callback])
+    assert reloaded.gate_owner() is loaded.get_layer("latency_aware_a")
+    assert int(loaded.optimizer.iterations) > steps > 0  # the optimizer state was restored
