@@ -9,6 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from fdi_keras.atomic import atomic_write_bytes
+from fdi_keras.errors import UnsupportedLayerError
+from fdi_keras.graph import trace
 
 QUANTIZE_MODES = (None, "float16", "int8")
 
@@ -48,6 +50,17 @@ def _representative(model: keras.Model, data: Iterable | None) -> Callable:
     return lambda: ([rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(8))
 
 
+def _refuse_recurrent_int8(model) -> None:
+    """TF 2.21's int8 calibrator crashes the process (SIGSEGV) on a GRU/LSTM's WHILE loop."""
+    for node in trace(model).nodes:
+        if isinstance(node.layer, (keras.layers.GRU, keras.layers.LSTM)):
+            raise UnsupportedLayerError(
+                f"Layer {node.name!r} of class {type(node.layer).__name__}: post-training "
+                "int8 quantization of recurrent layers crashes TensorFlow's calibrator "
+                "(segmentation fault in TF 2.21). Use quantize=None or 'float16' for this model."
+            )
+
+
 def to_tflite(
     model: keras.Model,
     path: str | None = None,
@@ -71,6 +84,8 @@ def to_tflite(
         raise ValueError(
             f"quantize must be one of {QUANTIZE_MODES}. Received: quantize={quantize!r}"
         )
+    if quantize == "int8":
+        _refuse_recurrent_int8(model)
     model = with_batch_one(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize == "float16":

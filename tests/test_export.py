@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
+from fdi_keras.errors import UnsupportedLayerError
 from fdi_keras.export import measure_latency, to_tflite, with_batch_one
 
 
@@ -40,6 +41,13 @@ def test_int8_and_float16():
     int8 = ops(to_tflite(model, quantize="int8"))
     assert "CONV_2D" in int8 and "QUANTIZE" in int8
     assert "CONV_2D" in ops(to_tflite(model, quantize="float16"))
+
+
+def test_int8_of_a_recurrent_layer_is_refused_before_it_crashes_the_converter():
+    x = keras.Input((6, 3))
+    model = keras.Model(x, keras.layers.GRU(4, name="gru")(x))
+    with pytest.raises(UnsupportedLayerError, match="'gru' of class GRU.*crashes.*float16"):
+        to_tflite(model, quantize="int8")
 
 
 def test_measure_latency_one_and_many():
