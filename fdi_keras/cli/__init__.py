@@ -4,6 +4,8 @@ Each module defines its flags in `define_flags()` (called by `entry()`, never at
 process may import several tools), a plain `run(...)` that tests call, a thin `main(argv)`
 that maps the flags to `run`, and `entry()`, the console script:
 
+    fdi-profile    profile a device's kernels with LiteRT and fit its timing tree
+    fdi-fit-tree   refit a timing tree from stored profiles, measuring nothing
     fdi-predict    a .keras model's per-kernel latency predicted by a timing tree
     fdi-compress   compress a trained model to a latency target (FastDeepIoT)
     fdi-slim       slim a trained model (DeepRebirth)
