@@ -2,39 +2,13 @@ import collections
 
 import keras
 import pytest
-from ai_edge_litert.interpreter import Interpreter
+from tflite_ops import runtime_kinds
 
 from fdi_keras.errors import UnsupportedLayerError
-from fdi_keras.export import to_tflite
 from fdi_keras.kernels import model_kernels
 from fdi_keras.layers import LocalResponseNormalization
 
 L = keras.layers
-# TFLite op name of each kernel kind (RESHAPE is free: it only relabels a buffer).
-OP_KIND = {
-    "CONV_2D": "conv2d",
-    "DEPTHWISE_CONV_2D": "depthwise_conv2d",
-    "FULLY_CONNECTED": "dense",
-    "MEAN": "global_pool",
-    "REDUCE_MAX": "global_pool",
-    "ADD": "add",
-    "MUL": "add",
-    "SOFTMAX": "softmax",
-    "MAX_POOL_2D": "pool2d",
-    "AVERAGE_POOL_2D": "pool2d",
-    "CONCATENATION": "concat",
-    "PAD": "pad",
-    "LOCAL_RESPONSE_NORMALIZATION": "lrn",
-    "LOGISTIC": "activation",
-    "TANH": "activation",
-    "RELU": "activation",
-    "WHILE": "gru",
-}
-
-
-def runtime_kinds(model):
-    ops = Interpreter(model_content=to_tflite(model))._get_ops_details()
-    return collections.Counter(OP_KIND[d["op_name"]] for d in ops if d["op_name"] in OP_KIND)
 
 
 def predicted_kinds(model):

@@ -318,50 +318,31 @@ INFERENCE_IDENTITY = (
     L.Identity,
     L.ActivityRegularization,
 )
-TENSOR = LayerRule(
-    channels=_conv_channels,
-    kernels=_tensor_kernels,
-    gate="filters",
-    slice_weights=_slice_dense_conv,
-    absorbs=True,
-)
+
+
+def _tensor_rule(gate: str, slice_weights, channels=_conv_channels) -> LayerRule:
+    """A convolution/Dense layer: it makes its channels (gated by `gate`), absorbs a following
+    BatchNormalization and ReLU/ReLU6 in the converter."""
+    return LayerRule(
+        channels=channels,
+        kernels=_tensor_kernels,
+        gate=gate,
+        slice_weights=slice_weights,
+        absorbs=True,
+    )
 
 
 def _register_builtins() -> None:
     register_layer(L.InputLayer, LayerRule(channels="pass", kernels=_none))
     for cls in INFERENCE_IDENTITY:
         register_layer(cls, LayerRule(channels="pass", kernels=_none, elementwise=True))
-    register_layer(
-        L.Dense,
-        LayerRule(
-            channels="new",
-            kernels=_tensor_kernels,
-            gate="units",
-            slice_weights=_slice_dense_conv,
-            absorbs=True,
-        ),
-    )
-    register_layer(L.Conv1D, TENSOR)
-    register_layer(L.Conv2D, TENSOR)
-    register_layer(
-        L.SeparableConv2D,
-        LayerRule(
-            channels="new",
-            kernels=_tensor_kernels,
-            gate="filters",
-            slice_weights=_slice_separable,
-            absorbs=True,
-        ),
-    )
+    register_layer(L.Dense, _tensor_rule("units", _slice_dense_conv, channels="new"))
+    register_layer(L.Conv1D, _tensor_rule("filters", _slice_dense_conv))
+    register_layer(L.Conv2D, _tensor_rule("filters", _slice_dense_conv))
+    register_layer(L.SeparableConv2D, _tensor_rule("filters", _slice_separable, channels="new"))
     register_layer(
         L.DepthwiseConv2D,
-        LayerRule(
-            channels="depthwise",
-            kernels=_tensor_kernels,
-            gate="depth_multiplier",
-            slice_weights=_slice_depthwise,
-            absorbs=True,
-        ),
+        _tensor_rule("depth_multiplier", _slice_depthwise, channels="depthwise"),
     )
     for cls in (L.GRU, L.LSTM):
         register_layer(

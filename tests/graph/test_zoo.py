@@ -10,40 +10,12 @@ import collections
 import keras
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
+from tflite_ops import runtime_kinds
 from zoo import ZOO, close_random_channels
 
 import fdi_keras as fdi
-from fdi_keras.export import to_tflite
 from fdi_keras.kernels import model_kernels
 
-# TFLite op name -> kernel kind ("add" is any element-wise binary op; cropping runs as a slice).
-OP_KIND = {
-    "CONV_2D": "conv2d",
-    "DEPTHWISE_CONV_2D": "depthwise_conv2d",
-    "FULLY_CONNECTED": "dense",
-    "MEAN": "global_pool",
-    "REDUCE_MAX": "global_pool",
-    "ADD": "add",
-    "MUL": "add",
-    "SUB": "add",
-    "SQUARED_DIFFERENCE": "add",
-    "RSQRT": "add",
-    "NEG": "add",
-    "SOFTMAX": "softmax",
-    "MAX_POOL_2D": "pool2d",
-    "AVERAGE_POOL_2D": "pool2d",
-    "CONCATENATION": "concat",
-    "PAD": "pad",
-    "STRIDED_SLICE": "pad",
-    "LOCAL_RESPONSE_NORMALIZATION": "lrn",
-    "LOGISTIC": "activation",
-    "TANH": "activation",
-    "RELU": "activation",
-    "RELU6": "activation",
-    "HARD_SWISH": "activation",
-    "GELU": "activation",
-}
 # Where the converter's rewrites are not all reproduced (docs/graph.md): the tolerance per kind.
 APPROXIMATE = {
     "ConvNeXtTiny": 0.05,  # 199 of 204 element-wise ops of its LayerNormalizations
@@ -83,13 +55,7 @@ def test_strip_equals_gated_after_random_masks(name):
 @pytest.mark.parametrize("name", _params(list(ZOO)))
 def test_kernels_match_the_converted_model(name):
     model = ZOO[name]()
-    ops = [d["op_name"] for d in Interpreter(model_content=to_tflite(model))._get_ops_details()]
-    recurrent = {"conv1d_gru": "gru", "conv1d_lstm": "lstm"}.get(name)
-    for _ in range(ops.count("WHILE")):  # a GRU/LSTM's last-step slice is part of its kernel,
-        ops.remove("STRIDED_SLICE")  # as profiled (the profiled layer returns the last step)
-    runtime = collections.Counter(
-        recurrent if op == "WHILE" else OP_KIND[op] for op in ops if op in OP_KIND or op == "WHILE"
-    )
+    runtime = runtime_kinds(model, {"conv1d_lstm": "lstm"}.get(name, "gru"))
     predicted = collections.Counter(k.spec.kind for k in model_kernels(model))
     if name not in APPROXIMATE:
         assert predicted == runtime
