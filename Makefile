@@ -26,8 +26,9 @@ test: $(VENV)/.installed  ## lint and the test suite
 	$(VENV)/bin/ruff check fdi_keras tools tests benchmarks examples
 	$(PY) -m pytest -q
 
-benchmark: $(VENV)/.installed  ## timing-model, compression and slimming benchmarks, into benchmarks/RESULTS.md
+benchmark: profile  ## timing-model, keras.applications, compression and slimming benchmarks, into benchmarks/RESULTS.md
 	$(PY) benchmarks/timing_model.py
+	$(PY) benchmarks/applications.py --tree=$(OUT_DIR)/timing_tree.json
 	$(PY) benchmarks/compression.py
 	$(PY) benchmarks/rebirth.py
 
