@@ -48,15 +48,7 @@ NO_TREE = "int8 tree prediction: not available (no int8 profile on this machine 
 
 def har_conv_only(widths=(16, 16, 16), classes=6) -> keras.Model:
     """The DeepSense-style HAR model with global average pooling in place of the GRU."""
-    x = keras.Input((128, 9))
-    h = x
-    for i, w in enumerate(widths):
-        h = L.Conv1D(w, 5, padding="same", use_bias=False)(h)
-        h = L.ReLU()(L.BatchNormalization()(h))
-        if i < 2:
-            h = L.MaxPooling1D(2)(h)
-    h = L.GlobalAveragePooling1D()(h)
-    return keras.Model(x, L.Dense(classes, activation="softmax")(h), name="har_conv_only")
+    return models.deepsense_har(widths, units=None, classes=classes, name="har_conv_only")
 
 
 # name: (loader, model builder, training samples, fp32 epochs, QAT epochs); the training sets

@@ -19,8 +19,9 @@ def lenet5(widths=(20, 50, 500, 84)) -> keras.Model:
     return keras.Model(x, L.Dense(10, activation="softmax")(h), name="lenet5")
 
 
-def deepsense_har(widths=(64, 64, 64), units=64, classes=6) -> keras.Model:
-    """DeepSense-style: 1-D convolutions over the IMU window, then a GRU over time."""
+def deepsense_har(widths=(64, 64, 64), units=64, classes=6, name="deepsense_har") -> keras.Model:
+    """DeepSense-style: 1-D convolutions over the IMU window, then a GRU over time (`units`
+    None: global average pooling over time instead, a model int8 converters can take)."""
     x = keras.Input((128, 9))
     h = x
     for i, w in enumerate(widths):
@@ -28,8 +29,8 @@ def deepsense_har(widths=(64, 64, 64), units=64, classes=6) -> keras.Model:
         h = L.ReLU()(L.BatchNormalization()(h))
         if i < 2:
             h = L.MaxPooling1D(2)(h)
-    h = L.GRU(units)(h)
-    return keras.Model(x, L.Dense(classes, activation="softmax")(h), name="deepsense_har")
+    h = L.GlobalAveragePooling1D()(h) if units is None else L.GRU(units)(h)
+    return keras.Model(x, L.Dense(classes, activation="softmax")(h), name=name)
 
 
 def cifar_cnn(widths=(64, 64, 128, 128, 256)) -> keras.Model:
@@ -120,9 +121,7 @@ def resnet_bn(input_shape=(32, 32, 3), widths=(32, 64, 128), classes=10) -> kera
         stride = 1 if i == 0 else 2
         shortcut = h
         if stride != 1 or shortcut.shape[-1] != w:
-            shortcut = L.BatchNormalization()(
-                L.Conv2D(w, 1, stride, use_bias=False)(shortcut)
-            )
+            shortcut = L.BatchNormalization()(L.Conv2D(w, 1, stride, use_bias=False)(shortcut))
         r = _conv_bn_relu(h, w, 3, stride)
         r = L.BatchNormalization()(L.Conv2D(w, 3, padding="same", use_bias=False)(r))
         h = L.ReLU()(L.Add()([shortcut, r]))
