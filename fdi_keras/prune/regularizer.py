@@ -60,9 +60,10 @@ def _groups(graph: ModelGraph):
     )[1]
 
 
-def gate_groups(model) -> dict[str, list[LatencyAware]]:
-    """Wrappers of each gate group, by group root (a wrapper alone is its own group)."""
-    groups = _groups(trace(model))
+def gate_groups(model, groups=None) -> dict[str, list[LatencyAware]]:
+    """Wrappers of each gate group, by group root (a wrapper alone is its own group);
+    `groups`: the model's groups when the caller has them already."""
+    groups = _groups(trace(model)) if groups is None else groups
     out: dict[str, list] = {}
     for w in wrappers(model):
         out.setdefault(groups.find(w.name), []).append(w)
@@ -81,15 +82,15 @@ class Dependency(NamedTuple):
         return int(round(self.offset + self.slope * width))
 
 
-def channel_slopes(graph: ModelGraph) -> dict[int, dict[str, float]]:
+def channel_slopes(graph: ModelGraph, groups) -> dict[int, dict[str, float]]:
     """For every tensor (by id), d(its channels) / d(alive channels of gate group g) at
-    the current structure, by group root; groups that cannot change are left out.
+    the current structure, by group root (`groups`: the graph's); groups that cannot change
+    are left out.
 
     Channels pass through unchanged (slope 1), are tiled by Flatten (x positions) and by a
     DepthwiseConv2D (x multipliers; a gated one's C * M channels also move with its multiplier
     gates, x C), and add up in a Concatenate.
     """
-    groups = _groups(graph)
     node_in, _, _ = propagate_keep(graph)
     slopes = {id(t): {} for t in graph.inputs}
     for node in graph.nodes:
@@ -141,10 +142,11 @@ def channel_dependencies(model):
     Flatten -> Dense: h*w; the channels after a Concatenate: 1 for each branch's group.
     """
     graph = trace(model)
-    members = gate_groups(model)
+    groups = _groups(graph)
+    members = gate_groups(model, groups)
     root_of = {id(w): root for root, ws in members.items() for w in ws}
     alive = {root: float(ws[0].mask().sum()) for root, ws in members.items()}
-    slopes = channel_slopes(graph)
+    slopes = channel_slopes(graph, groups)
     sides = {}
     for node in graph.nodes:
         out = slopes[id(node.output)]

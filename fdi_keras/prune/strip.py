@@ -33,13 +33,10 @@ from fdi_keras.graph import (
     rule_for,
     trace,
 )
+from fdi_keras.prune.structure import channel_kind
 from fdi_keras.prune.wrapper import LatencyAware, size_attribute
 
 L = keras.layers
-
-
-def _kind(node) -> str:
-    return rule_for(node.layer).channel_kind(node.layer)
 
 
 def _inner(layer):
@@ -64,7 +61,7 @@ def propagate_keep(graph: ModelGraph) -> tuple[dict, dict, dict]:
 
 
 def _output_keep(node, ins):
-    layer, kind = node.layer, _kind(node)
+    layer, kind = node.layer, channel_kind(node)
     if isinstance(layer, LatencyAware):
         if isinstance(layer.layer, L.DepthwiseConv2D):  # channel c * M + m: input c, gate m
             return np.outer(ins[0], layer.mask()).ravel()
@@ -122,7 +119,7 @@ def _at_one_position(fn, values, rank):
 def _output_constant(node, ins, consts, keep):
     """The values the removed channels of `node`'s output hold in the gated model, one per
     channel (each is constant over positions), or None when they are all zero."""
-    layer, kind = node.layer, _kind(node)
+    layer, kind = node.layer, channel_kind(node)
     inner = _inner(layer)
     if all(k.all() for k in ins) or kind == "new" and not isinstance(layer, LatencyAware):
         return None  # only closed gates remove channels here, and they output zeros
