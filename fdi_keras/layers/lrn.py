@@ -1,7 +1,6 @@
 """Local response normalization (AlexNet / GoogLeNet) that converts to TFLite's LRN op."""
 
 import keras
-import tensorflow as tf
 
 from fdi_keras.graph.keras_layers import hwc
 from fdi_keras.graph.registry import LayerRule, register_layer
@@ -35,6 +34,14 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.beta = float(beta)
 
     def call(self, inputs):
+        if keras.backend.backend() != "tensorflow":
+            raise NotImplementedError(
+                "LocalResponseNormalization runs only with the TensorFlow backend (it lowers to "
+                "TFLite's LRN op); predicting its latency works with any backend. Received: "
+                f"backend={keras.backend.backend()!r}"
+            )
+        import tensorflow as tf  # only here: `import fdi_keras` stays free of TensorFlow
+
         return tf.nn.local_response_normalization(
             inputs, self.depth_radius, self.bias, self.alpha, self.beta
         )
