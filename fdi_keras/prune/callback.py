@@ -24,7 +24,19 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
     channels back when pruning overshot the target; the controller (`StrengthController`)
     adapts the penalty strength so the predicted latency approaches `target_latency_ms`; the
     regularizer re-reads every layer's channel cost from the leaves it now falls in; and the
-    summary writes `predicted_latency_ms`, `latency_strength` and `width/<layer>` into `logs`.
+    summary reports the epoch.
+
+    Logs: `predicted_latency_ms`, `latency_strength` and `width_fraction` (alive channels over
+    all gated layers' original channels) reach every callback's epoch `logs` (History,
+    CSVLogger, TensorBoard), wherever this callback stands in the list: the epoch's step runs
+    after its last training batch, before Keras builds the epoch's logs, and a summary metric
+    this callback adds to the model puts the values there. The per-layer widths are kept out of
+    the logs (and the progress bar): they are in `widths_history` (one dict per epoch), in
+    `history`, and written as `width/<layer>` TensorBoard scalars when a default summary writer
+    is set (`with tf.summary.create_file_writer(log_dir).as_default(): model.fit(...)`). With
+    data of unknown length, the first epoch's step runs in `on_epoch_end`, so only callbacks
+    listed after this one see that epoch's values; during an epoch the progress bar repeats
+    the values from when the training step was compiled.
 
     The strength is kept on the model, so `fit()` called in chunks, or on a reloaded `.keras`
     model, continues from where it stopped. A gated model refuses to train without this
@@ -90,6 +102,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         self.expand_window = float(expand_window)
         self.expand_tolerance = float(expand_tolerance)
         self.verbose = verbose
+        self._summary = None  # the model's LatencySummary, from on_train_begin
 
     def on_train_begin(self, logs=None):
         gated = wrappers(self.model)
@@ -104,11 +117,17 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         )
         self.controller.resume(self.model)  # a previous fit's (or a saved model's) strength
         self.history = []
+        self.widths_history = []
+        self._epoch, self._steps_seen = 0, 0  # batches seen, for data of unknown length
+        self._epoch_steps = None  # batches per epoch, learnt from the first such epoch
+        self._stepped = False  # this epoch's structural step has run
         link_gate_groups(self.model.layers)  # again after a .keras load, which unlinks them
         for w in gated:
             w.controlled.assign(1.0)
         report = self._recost()  # also checks every kind is in the tree
         self.initial_latency_ms = report.total_ms
+        self._summary = LatencySummary.attach(self.model)
+        self._summary.report(self._scalars(report), active=True)
         if self.target_latency_ms is not None:
             floor = self._floor_latency_ms()
             if floor > self.target_latency_ms:
@@ -122,6 +141,16 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         for w in wrappers(self.model):
             w.controlled.assign(0.0)
+        if self._summary is not None:
+            self._summary.active = False  # evaluate() after fit is unchanged
+
+    def on_test_begin(self, logs=None):
+        if self._summary is not None:  # no val_predicted_latency_ms; evaluate() is unchanged
+            self._training, self._summary.active = self._summary.active, False
+
+    def on_test_end(self, logs=None):
+        if self._summary is not None:
+            self._summary.active = self._training
 
     def _floor_latency_ms(self) -> float:
         saved = [
@@ -147,12 +176,28 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         """What the gates are heading for (see `StrengthController.expected_latency_us`)."""
         return self.controller.expected_latency_us(self.model)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._stepped = False
+        self._steps_seen = 0
+
     def on_train_batch_end(self, batch, logs=None):
         if self.target_latency_ms and self.control_every and (batch + 1) % self.control_every == 0:
             self.controller.adapt(self.model, self.expected_latency_us())
+        self._steps_seen = batch + 1
+        steps = (self.params or {}).get("steps") or self._epoch_steps
+        if steps and batch + 1 >= steps and not self._stepped:
+            self._epoch_step(self._epoch)  # the last batch: Keras builds the epoch's logs next
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
+        if not self._stepped:  # unknown length, training stopped early, or a custom loop
+            self._epoch_step(epoch)
+            if not (self.params or {}).get("steps"):
+                self._epoch_steps = self._steps_seen or None
+        if logs is not None:  # for callbacks after this one, e.g. in a custom loop
+            logs.update(self._summary.values)
+
+    def _epoch_step(self, epoch) -> None:
         target_us = None if self.target_latency_ms is None else 1000 * self.target_latency_ms
         report = structural_step(
             self.model,
@@ -164,15 +209,25 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         )
         self.controller.adapt(self.model, report.total_us)
         self._recost(report)
-        self._summarize(epoch, report, logs)
+        self._summarize(epoch, report)
+        self._stepped = True
 
-    def _summarize(self, epoch, report, logs) -> None:
-        """Writes the epoch's prediction, strength and widths to `logs`, `history`, stdout."""
+    def _scalars(self, report) -> dict[str, float]:
+        gated = wrappers(self.model)
+        alive = sum(float(w.alive.numpy().sum()) for w in gated)
+        return {
+            "predicted_latency_ms": report.total_ms,
+            "latency_strength": float(self.controller.strength),
+            "width_fraction": alive / sum(int(w.alive.shape[0]) for w in gated),
+        }
+
+    def _summarize(self, epoch, report) -> None:
+        """Reports the epoch's prediction, strength and widths: logs (through the summary
+        metric), `history`, `widths_history`, TensorBoard and stdout."""
         widths = {w.layer.name: int(w.alive.numpy().sum()) for w in wrappers(self.model)}
         strength = self.controller.strength
-        logs["predicted_latency_ms"] = report.total_ms
-        logs["latency_strength"] = strength
-        logs.update({f"width/{name}": k for name, k in widths.items()})
+        self._summary.report(self._scalars(report))
+        self.widths_history.append(widths)
         self.history.append(
             {
                 "epoch": epoch,
@@ -181,6 +236,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
                 "widths": widths,
             }
         )
+        _write_width_summaries(widths, epoch)
         if self.verbose:
             target = f" (target {self.target_latency_ms:.3f})" if self.target_latency_ms else ""
             print(
@@ -205,3 +261,58 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**{**config, "tree": TimingTree.from_dict(config["tree"])})
+
+
+class LatencySummary(keras.metrics.Metric):
+    """The callback's epoch scalars as a metric of the model, so that Keras puts them into the
+    epoch's `logs` before any callback's `on_epoch_end` (callbacks run in list order, and a
+    value a callback writes into `logs` reaches only the callbacks after it).
+
+    Its result is a dict of plain floats (merged into the logs) while the callback trains, and
+    empty otherwise (in `evaluate()` and validation). It holds no variables, is not reset
+    between epochs and is never saved.
+    """
+
+    ATTRIBUTE = "fdi_latency_summary"
+
+    def __init__(self, name="fdi_latency_summary"):
+        super().__init__(name=name)
+        self.values = {}
+        self.active = False
+
+    @classmethod
+    def attach(cls, model) -> LatencySummary:
+        """The model's summary metric; adds one (and recompiles the training step, which
+        returns every metric's result) the first time."""
+        summary = getattr(model, cls.ATTRIBUTE, None)
+        if not isinstance(summary, cls):
+            summary = cls()
+            setattr(model, cls.ATTRIBUTE, summary)  # tracked: now in model.metrics
+            if getattr(model, "train_function", None) is not None:
+                model.make_train_function(force=True)  # its outputs gain the summary's keys
+        return summary
+
+    def report(self, values, active=None) -> None:
+        self.values = dict(values)
+        if active is not None:
+            self.active = active
+
+    def update_state(self, *args, **kwargs):
+        pass
+
+    def reset_state(self):
+        pass  # Keras resets metrics every epoch; the values belong to the callback
+
+    def result(self):
+        return dict(self.values) if self.active else {}
+
+
+def _write_width_summaries(widths, epoch) -> None:
+    """`width/<layer>` TensorBoard scalars, when TensorFlow has a default summary writer."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    if tf.summary.should_record_summaries():
+        for name, k in widths.items():
+            tf.summary.scalar(f"width/{name}", k, step=epoch)

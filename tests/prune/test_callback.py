@@ -1,3 +1,4 @@
+import csv
 import inspect
 import os
 import subprocess
@@ -34,7 +35,8 @@ def test_a_real_fit_prunes_toward_the_target_and_logs(staircase_tree, mnist_slic
     )
     history = gated.fit(x, y, epochs=6, batch_size=16, callbacks=[callback], verbose=0)
     logs = history.history
-    assert len(logs["predicted_latency_ms"]) == 6 and "width/conv2d" in str(list(logs))
+    assert len(logs["predicted_latency_ms"]) == 6 and not any("width/" in k for k in logs)
+    assert len(callback.widths_history) == 6 and "conv2d" in callback.widths_history[-1]
     assert logs["predicted_latency_ms"][-1] < start
     small = strip(gated)
     np.testing.assert_allclose(small(x[:8]), gated(x[:8], training=False), atol=1e-5)
@@ -55,13 +57,76 @@ def test_a_fit_prunes_depthwise_multipliers(staircase_tree):
     history = gated.fit(x, y, epochs=3, batch_size=8, callbacks=[callback], verbose=0)
     depthwise = gated.layers[2]
     assert float(depthwise.channel_cost) > 0
-    assert history.history[f"width/{depthwise.layer.name}"][-1] < 3
+    assert callback.widths_history[-1][depthwise.layer.name] < 3
     assert history.history["predicted_latency_ms"][-1] < start
     small = strip(gated)
     np.testing.assert_allclose(small(x[:4]), gated(x[:4], training=False), atol=1e-5)
     assert fdi_keras.predict_latency(small, staircase_tree).total_ms == pytest.approx(
         history.history["predicted_latency_ms"][-1]
     )
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["callback_first", "callback_last"])
+def test_csv_logger_sees_the_scalars_whatever_the_order(staircase_tree, tmp_path, first):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((48, 28, 28, 1), "float32"), rng.integers(0, 10, 48)
+    gated = compiled(latency_aware(lenet((8, 8, 16))))
+    callback = FastDeepIoTCallback(staircase_tree, strength=5.0, verbose=0)
+    logger = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
+    history = gated.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=16,
+        validation_data=(x[:16], y[:16]),
+        callbacks=[callback, logger] if first else [logger, callback],
+        verbose=0,
+    )
+    rows = read_csv(tmp_path / "log.csv")
+    assert len(rows) == 2
+    for row, h in zip(rows, callback.history):
+        assert float(row["predicted_latency_ms"]) == pytest.approx(h["predicted_latency_ms"])
+        assert float(row["latency_strength"]) == pytest.approx(h["strength"])
+    widths = callback.widths_history[-1]
+    total = sum(w.alive.shape[0] for w in gated.layers if hasattr(w, "alive"))
+    assert float(rows[-1]["width_fraction"]) == pytest.approx(sum(widths.values()) / total)
+    assert not any(k.startswith(("width/", "val_predicted", "val_latency")) for k in rows[0])
+    assert history.history["predicted_latency_ms"] == [
+        h["predicted_latency_ms"] for h in callback.history
+    ]
+    # evaluate() after fit reports what it reported before: no summary keys
+    assert set(gated.evaluate(x, y, verbose=0, return_dict=True)) == {"loss", "accuracy"}
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")  # Keras, at the first epoch's end
+def test_data_of_unknown_length_reaches_earlier_callbacks_from_the_second_epoch(
+    staircase_tree, tmp_path
+):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 28, 28, 1), "float32"), rng.integers(0, 10, 32)
+    data = tf.data.Dataset.from_generator(
+        lambda: iter([(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]),
+        output_signature=(
+            tf.TensorSpec((None, 28, 28, 1), tf.float32),
+            tf.TensorSpec((None,), tf.int64),
+        ),
+    )
+    gated = compiled(latency_aware(lenet((8, 8, 16))))
+    callback = FastDeepIoTCallback(staircase_tree, strength=5.0, verbose=0)
+    logger = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
+    gated.fit(data, epochs=3, shuffle=False, callbacks=[logger, callback], verbose=0)
+    rows = [float(r["predicted_latency_ms"]) for r in read_csv(tmp_path / "log.csv")]
+    logged = [h["predicted_latency_ms"] for h in callback.history]
+    assert len(rows) == len(logged) == 3
+    assert rows[0] == pytest.approx(callback.initial_latency_ms)  # before the first step
+    assert rows[1:] == pytest.approx(logged[1:])
 
 
 def test_errors_and_warnings(staircase_tree, mnist_slice):
