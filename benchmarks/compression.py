@@ -31,6 +31,7 @@ from examples import models  # noqa: E402
 from fdi_keras import datasets, latency_aware, predict_latency, strip  # noqa: E402
 from fdi_keras.compress import CosineAnnealing, compress  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
+from fdi_keras.plots import pareto_figure  # noqa: E402
 from fdi_keras.profiling import LocalRunner, run_profile, sample_all  # noqa: E402
 from fdi_keras.prune.regularizer import gate_groups  # noqa: E402
 from fdi_keras.timing import FlopsLinear, TimingTree, rows_to_dataset  # noqa: E402
@@ -213,27 +214,15 @@ def run_dataset(name, tree, flops_tree):
 
 
 def pareto_plot(name, rows):
-    """Accuracy against measured latency, a point per variant, to compression_<name>.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for r in rows:
-        ax.plot(r["ms"], 100 * r["acc"], "o")
-        ax.annotate(
-            r["label"],
-            (r["ms"], 100 * r["acc"]),
-            fontsize=8,
-            xytext=(4, 2),
-            textcoords="offset points",
-        )
-    ax.set(title=name, xlabel="measured latency (ms, LiteRT, 1 thread)", ylabel="test accuracy (%)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    """Accuracy against measured latency (hollow: predicted), a point per variant, to
+    compression_<name>.png."""
+    runs = [
+        dict(method=r["label"], accuracy=100 * r["acc"], latency_ms=r["ms"], predicted_ms=r["pred"])
+        for r in rows
+    ]
+    fig = pareto_figure(runs, title=name)
+    fig.axes[0].set(xlabel="latency (ms, LiteRT, 1 thread)", ylabel="test accuracy (%)")
     fig.savefig(os.path.join(HERE, f"compression_{name}.png"), dpi=110)
-    plt.close(fig)
 
 
 def dataset_section(name, env, rows, overhead, target):

@@ -30,6 +30,7 @@ from benchmarks.common import COUNTS, environment, table, write_section  # noqa:
 from fdi_keras import predict_latency  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
 from fdi_keras.features import compute_features, split_variables  # noqa: E402
+from fdi_keras.plots import staircase_figure  # noqa: E402
 from fdi_keras.profiling import LocalRunner, run_profile, sample_all  # noqa: E402
 from fdi_keras.specs import LayerSpec  # noqa: E402
 from fdi_keras.timing import FlopsLinear, TimingTree, rows_to_dataset  # noqa: E402
@@ -149,28 +150,16 @@ def staircase(runner, out_dir, tree, flops):
         [runner], conv + dense, os.path.join(out_dir, "staircase"), progress=False
     ).rows
     data = rows_to_dataset(rows)
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
     for ax, kind, title, xlabel in [
         (axes[0], "conv2d", "Conv2D 3x3 on 28x28x32", "output channels"),
         (axes[1], "dense", "Dense from 256 inputs", "output units"),
     ]:
-        specs, y = data[kind]
-        x = [s.dims["cout"] for s in specs]
-        order = np.argsort(x)
-        x, y = np.array(x)[order], y[order]
-        specs = [specs[i] for i in order]
-        ax.plot(x, y, "k.", label="measured (LiteRT)")
-        ax.plot(x, tree.predict(specs), "-", color="tab:blue", label="TimingTree")
-        ax.plot(x, flops.predict(specs), "--", color="tab:red", label="FLOPs-linear")
-        ax.set(title=title, xlabel=xlabel, ylabel="time (us)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+        staircase_figure(tree, rows, kind, sweep="cout", others={"FLOPs-linear": flops}, ax=ax)
+        ax.set(title=title, xlabel=xlabel)
     fig.savefig(os.path.join(HERE, "staircase.png"), dpi=110)
     conv_specs, conv_y = data["conv2d"]
     by_c = {s.dims["cout"]: t for s, t in zip(conv_specs, conv_y)}

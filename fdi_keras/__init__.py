@@ -6,7 +6,7 @@ Public API (DESIGN.md section 4): profile a device (tools/profile_device.py), fi
 
 `import fdi_keras` does not import TensorFlow: the cost model (`TimingTree`, `predict_latency`)
 works with any Keras backend. The submodules that need TensorFlow or optional packages
-(`export`, `rebirth`, `qat`) are imported on first use, e.g. `fdi_keras.export`.
+(`export`, `rebirth`, `qat`, `plots`) are imported on first use, e.g. `fdi_keras.export`.
 """
 
 import importlib
@@ -33,8 +33,8 @@ from fdi_keras.timing import TimingTree
 
 __version__ = "0.1.0"
 
-# Imported on first attribute access (PEP 562): each pulls in TensorFlow or LiteRT.
-_LAZY_SUBMODULES = ("export", "qat", "rebirth")
+# Imported on first attribute access (PEP 562): they need TensorFlow, LiteRT, tfmot or matplotlib.
+_LAZY_SUBMODULES = ("export", "plots", "qat", "rebirth")
 
 __all__ = [
     "FastDeepIoTCallback",
@@ -51,6 +51,7 @@ __all__ = [
     "export",
     "layers",
     "model_kernels",
+    "plots",
     "predict_latency",
     "qat",
     "rebirth",

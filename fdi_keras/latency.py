@@ -46,6 +46,25 @@ class LatencyReport:
             out[r.kind] = out.get(r.kind, 0.0) + r.time_us
         return out
 
+    def plot(self, measured=None):
+        """Per-kernel bars of the predicted time, with the measured time when given
+        (`fdi_keras.plots.latency_report_figure`; needs `pip install fdi_keras[plots]`).
+
+        Args:
+            measured: microseconds per kernel (a dict keyed by a row's layers joined by '+',
+                or a sequence aligned with `rows`), or the whole model's (a float, or the
+                `Timing` that `fdi_keras.export.measure_latency` returns).
+
+        Returns:
+            A matplotlib Figure.
+
+        Example:
+            >>> fdi_keras.predict_latency(model, tree).plot().savefig("kernels.png")
+        """
+        from fdi_keras.plots import latency_report_figure  # matplotlib is optional
+
+        return latency_report_figure(self, measured)
+
     def to_dict(self) -> dict:
         return {
             "total_ms": self.total_ms,

@@ -99,6 +99,8 @@ def test_lazy_submodules_load_on_first_use(tmp_path):
         import fdi_keras
         assert "fdi_keras.qat" not in sys.modules
         assert fdi_keras.qat.quantize_aware_tflite
+        from fdi_keras import plots
+        assert plots is fdi_keras.plots
         assert callable(fdi_keras.export.to_tflite) and callable(fdi_keras.rebirth.slim)
         assert set(fdi_keras.__all__) <= set(dir(fdi_keras))
         try:

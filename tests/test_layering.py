@@ -16,6 +16,7 @@ FORBIDDEN = {
     "features.py": NO_TF,
     "kernels.py": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.profiling") + NO_TF,
     "latency.py": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.profiling") + NO_TF,
+    "plots.py": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.profiling") + NO_TF,
     "timing": ("fdi_keras.prune", "fdi_keras.rebirth") + NO_TF,
     "profiling": ("fdi_keras.export", "fdi_keras.prune", "fdi_keras.rebirth"),
     "prune": ("fdi_keras.rebirth",),
