@@ -87,17 +87,24 @@ class LatencyReport:
         return "\n".join(lines)
 
 
-def predict_latency(model: keras.Model, tree: TimingTree | str | os.PathLike) -> LatencyReport:
+def predict_latency(
+    model: keras.Model, tree: TimingTree | str | os.PathLike, statistic: str = "min"
+) -> LatencyReport:
     """Predicts the LiteRT latency of `model` (batch 1) on the device `tree` was profiled on.
 
-    Each kernel is predicted as a single-kernel model's invoke (which includes one invoke's
-    overhead); the total counts that overhead once. Nested models are inlined and a shared
-    layer counts once per call. A gated (`latency_aware`) model is predicted as
-    `strip(model)`, its current hard structure.
+    Each kernel is predicted by its kind's tree as a single-kernel model, then corrected for
+    running inside a model (weights no longer hot in cache: the tree's composition term,
+    fitted on random networks timed whole; `tree.explain()` prints it); the invoke overhead
+    counts once. Nested models are inlined and a shared layer counts once per call. A gated
+    (`latency_aware`) model is predicted as `strip(model)`, its current hard structure.
 
     Args:
         model: a functional or Sequential Keras model.
         tree: a `TimingTree`, or the path of a saved one.
+        statistic: "min", the minimum over invokes (the uncontended time, which reproduces
+            best and which compression targets use), or "median", the typical invoke on a
+            machine doing other work too: compare this one with `benchmark_model`'s average.
+            A tree without a composition term predicts the minimum either way.
 
     Raises:
         UnsupportedLayerError: a layer has no kernel model (names it and the fix).
@@ -122,6 +129,6 @@ def predict_latency(model: keras.Model, tree: TimingTree | str | os.PathLike) ->
         s = kernel.spec
         spec = type(s)(s.kind, s.dims, s.attrs, dtype, threads)
         leaf = tree.leaf(spec)[0]
-        time_us = max(0.0, tree.predict_one(spec) - tree.overhead_us_)
+        time_us = tree.kernel_in_model(spec, statistic)
         rows.append(KernelRow(kernel.layers, spec.kind, dict(spec.dims), leaf, time_us))
-    return LatencyReport(rows, tree.overhead_us_)
+    return LatencyReport(rows, tree.invoke_overhead(statistic))

@@ -27,6 +27,18 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
     "softmax": (("n",), {}),
     "gru": (("t", "cin", "units"), {}),
     "lstm": (("t", "cin", "units"), {}),
+    # Not a kernel: a whole random network (fdi_keras.profiling.networks), profiled to learn
+    # how kernels compose inside a model (fdi_keras.timing.composition).
+    "network": (("seed",), {"generator": ("v1",)}),
+}
+NETWORK = "network"
+# The channel dimension whose staircase a kind's tree learns (and the profiler sweeps).
+CHANNEL_DIMS = {
+    "conv2d": "cout",
+    "depthwise_conv2d": "cin",
+    "dense": "cout",
+    "gru": "units",
+    "lstm": "units",
 }
 DTYPES = ("float32", "float16", "int8")
 

@@ -45,7 +45,12 @@ def define_flags() -> None:
         ["conv2d", "dense", "depthwise_conv2d"],
         f"Kernel kinds to profile, of: {', '.join(KINDS)}.",
     )
-    flags.DEFINE_integer("num_configs", 300, "Configurations per kind.")
+    flags.DEFINE_integer(
+        "num_configs",
+        None,
+        "Configurations per kind (default: fdi_keras.profiling.sampling.DEFAULT_COUNTS, more "
+        "for convolutions than for element-wise kinds).",
+    )
     flags.DEFINE_integer("threads", 1, "Runtime threads.")
     flags.DEFINE_enum(
         "dtype", "float32", list(DTYPES), "Kernel numeric type (int8: post-training quantization)."

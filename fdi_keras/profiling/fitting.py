@@ -16,6 +16,7 @@ from collections import Counter
 
 from fdi_keras.atomic import atomic_write_bytes
 from fdi_keras.errors import MixedProfileError
+from fdi_keras.profiling.networks import network_kernels
 from fdi_keras.timing import TimingTree
 from fdi_keras.timing.report import profile_report
 
@@ -79,7 +80,9 @@ def fit_profile(
         ValueError: no row was timed successfully.
     """
     check_one_setup(rows)
-    tree = TimingTree(**(tree_options or {})).fit_rows(rows, drift_correction=drift_correction)
+    tree = TimingTree(**(tree_options or {})).fit_rows(
+        rows, drift_correction=drift_correction, network_kernels=network_kernels
+    )
     if seconds is not None:
         tree.metadata_["profiling_seconds"] = seconds
     return tree, profile_report(rows, tree, seconds)

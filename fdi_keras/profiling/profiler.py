@@ -21,11 +21,12 @@ from fdi_keras.profiling.convert import (
 )
 from fdi_keras.profiling.fitting import check_one_setup
 from fdi_keras.profiling.lock import ProfileLock
+from fdi_keras.profiling.networks import network_kernels
 from fdi_keras.profiling.retry import RetryPolicy, call_with_retries
 from fdi_keras.profiling.runners import Runner
-from fdi_keras.profiling.sampling import sample_configs
+from fdi_keras.profiling.sampling import DEFAULT_COUNTS, sample_configs
 from fdi_keras.profiling.store import ProfileStore, merge_shards, read_rows
-from fdi_keras.specs import LayerSpec
+from fdi_keras.specs import NETWORK, LayerSpec
 
 
 @dataclasses.dataclass
@@ -146,15 +147,32 @@ def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size,
 
 def sample_all(
     kinds: list[str],
-    num_configs: int | dict,
+    num_configs: int | dict | None = None,
     seed: int = 0,
     dtype: str = "float32",
     threads: int = 1,
 ) -> list[LayerSpec]:
-    """Configurations of every kind (`num_configs` per kind, or a {kind: count} dict), with
-    the kinds interleaved so that machine drift during a run spreads over all of them."""
-    counts = num_configs if isinstance(num_configs, dict) else dict.fromkeys(kinds, num_configs)
+    """Configurations of every kind (`num_configs` per kind, a {kind: count} dict, or None for
+    `DEFAULT_COUNTS`), with the kinds interleaved so that machine drift during a run spreads
+    over all of them.
+
+    With `network` among the kinds, the random networks' own kernels are profiled too: the
+    trees then know the shapes networks are made of, and the networks timed whole show only
+    how kernels compose (the composition term), not the trees' errors.
+    """
+    if num_configs is None:
+        counts = {k: DEFAULT_COUNTS.get(k, 100) for k in kinds}
+    elif isinstance(num_configs, dict):
+        counts = num_configs
+    else:
+        counts = dict.fromkeys(kinds, num_configs)
     specs = [s for kind in kinds for s in sample_configs(kind, counts[kind], seed, dtype, threads)]
+    keys = {s.key() for s in specs}
+    for network in [s for s in specs if s.kind == NETWORK]:
+        for kernel in network_kernels(network):
+            if kernel.key() not in keys:
+                keys.add(kernel.key())
+                specs.append(kernel)
     return [specs[i] for i in np.random.default_rng(seed).permutation(len(specs))]
 
 

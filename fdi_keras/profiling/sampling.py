@@ -15,6 +15,7 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 | lrn | h in 7..56, c 16..512, radius 2..5 |
 | activation / softmax | 16..2^20 elements (softmax up to 4096) |
 | gru / lstm | timesteps 8..256, input 3..128, units 8..256 |
+| network | a random network of `fdi_keras.profiling.networks` (timed whole) |
 
 Work is capped (about 2e8 multiply-accumulates, 16 MB of tensors) to stay within a phone's
 budget for one layer. Half the channel counts are rounded to multiples of 8, as designed
@@ -33,8 +34,30 @@ import zlib
 import numpy as np
 
 from fdi_keras.features import compute_features
-from fdi_keras.specs import KINDS, LayerSpec
+from fdi_keras.profiling.networks import network_specs
+from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
+# Configurations per kind of a default profile (under 20 minutes on a 2-core x86 VM): more
+# where the time has staircases over many dimensions, fewer for element-wise kinds whose
+# time is a line in their size; and random networks timed whole for the composition term.
+DEFAULT_COUNTS = {
+    "conv2d": 350,
+    "depthwise_conv2d": 200,
+    "dense": 200,
+    "pool2d": 60,
+    "global_pool": 40,
+    "add": 60,
+    "concat": 40,
+    "pad": 40,
+    "activation": 80,
+    "softmax": 30,
+    "gru": 60,
+    "lstm": 60,
+    "lrn": 100,
+    "network": 50,  # and their own kernels (profiler.sample_all)
+}
+# Held-out random networks use seeds from this offset on (fitted ones start at 0).
+HELD_OUT_NETWORKS = 1_000_000
 MAX_MACS = 2e8
 MAX_TENSOR_BYTES = 16e6
 
@@ -43,9 +66,20 @@ def _logint(rng, low, high):
     return int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
 
 
+class _Draws:
+    """A random stream whose channel counts are multiples of 8 with probability `p_round`."""
+
+    def __init__(self, seed, p_round):
+        self.generator = np.random.default_rng(seed)
+        self.p_round = p_round
+
+    def __getattr__(self, name):  # random(), choice(), integers(), uniform()
+        return getattr(self.generator, name)
+
+
 def _channels(rng, low, high):
     c = _logint(rng, low, high)
-    return max(low, int(round(c / 8)) * 8) if rng.random() < 0.5 else c
+    return max(low, int(round(c / 8)) * 8) if rng.random() < rng.p_round else c
 
 
 def _conv2d(rng):
@@ -176,21 +210,41 @@ def _sweep(rng, dims, channel_dim) -> list[dict]:
     return [{**dims, channel_dim: c} for c in range(start, start + length)]
 
 
-def sample_configs(
-    kind: str, num_configs: int, seed: int = 0, dtype: str = "float32", threads: int = 1
-) -> list[LayerSpec]:
-    """The first `num_configs` distinct configurations of `kind` (deterministic in `seed`)."""
+def _draw(kind, num_configs, rng, sweeps, dtype, threads) -> list[LayerSpec]:
     if kind not in _SAMPLERS:
         raise ValueError(f"Cannot sample kind {kind!r}. Supported kinds: {sorted(_SAMPLERS)}")
-    rng = np.random.default_rng([seed, zlib.crc32(kind.encode())])
     specs: dict[str, LayerSpec] = {}
     while len(specs) < num_configs:
         dims, attrs, channel_dim = _SAMPLERS[kind](rng)
         group = [dims]
-        if channel_dim is not None and rng.random() < 0.35:
+        if sweeps and channel_dim is not None and rng.random() < 0.35:
             group = _sweep(rng, dims, channel_dim)
         for d in group:
             spec = LayerSpec(kind, d, attrs, dtype, threads)
             if _within_budget(spec) and len(specs) < num_configs:
                 specs.setdefault(spec.key(), spec)
     return list(specs.values())
+
+
+def sample_configs(
+    kind: str, num_configs: int, seed: int = 0, dtype: str = "float32", threads: int = 1
+) -> list[LayerSpec]:
+    """The first `num_configs` distinct configurations of `kind` (deterministic in `seed`);
+    for `network`, the first `num_configs` random networks of `fdi_keras.profiling.networks`."""
+    if kind == NETWORK:
+        return network_specs(num_configs, seed, dtype, threads)
+    rng = _Draws([seed, zlib.crc32(kind.encode())], p_round=0.5)
+    return _draw(kind, num_configs, rng, True, dtype, threads)
+
+
+def sample_held_out(
+    kind: str, num_configs: int, seed: int = 0, dtype: str = "float32", threads: int = 1
+) -> list[LayerSpec]:
+    """An independent validation set of `kind`: configurations drawn over the same documented
+    ranges by another random stream, with no sweeps and no preference for multiples of 8, so
+    none of them is a near-copy of a fitted row (for `network`: networks of other seeds).
+    Never fit or prune on these."""
+    if kind == NETWORK:
+        return network_specs(num_configs, HELD_OUT_NETWORKS + seed, dtype, threads)
+    rng = _Draws([seed, zlib.crc32(kind.encode()), 0x68656C64], p_round=0.0)
+    return _draw(kind, num_configs, rng, False, dtype, threads)

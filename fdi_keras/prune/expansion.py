@@ -22,7 +22,7 @@ def group_time(tree: TimingTree, kernels, root: str, width: int) -> float:
     for spec, deps in kernels:
         changes = {d.dim: d.value(width) for d in deps if d.root == root}
         if changes:
-            total += tree.predict_one(spec.replace(**changes))
+            total += tree.kernel_in_model(spec.replace(**changes))
     return total
 
 

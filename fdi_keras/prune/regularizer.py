@@ -172,11 +172,13 @@ def channel_dependencies(model):
 
 
 def _slope(tree: TimingTree, spec: LayerSpec, dim: str) -> float:
-    """dt/d(dim) in us from the leaf `spec` is in, with unpadded features (a smooth slope)."""
+    """dt/d(dim) in us inside a model, from the leaf `spec` is in with unpadded features (a
+    smooth slope), through the tree's composition term."""
     _, w, _ = tree.leaf(spec)
+    wider = spec.replace(**{dim: spec.dims[dim] + 1})
     x0 = design_matrix([compute_features(spec)])[0]
-    x1 = design_matrix([compute_features(spec.replace(**{dim: spec.dims[dim] + 1}))])[0]
-    return float((x1 - x0) @ w)
+    x1 = design_matrix([compute_features(wider)])[0]
+    return tree.in_model_slope(float((x1 - x0) @ w), spec, wider)
 
 
 class LatencyRegularizer:

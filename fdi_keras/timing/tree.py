@@ -15,27 +15,58 @@ import numpy as np
 from fdi_keras.atomic import atomic_write_bytes
 from fdi_keras.errors import MissingKindError, TreeFormatError
 from fdi_keras.features import FEATURES, compute_features, split_variables
-from fdi_keras.specs import LayerSpec
+from fdi_keras.specs import CHANNEL_DIMS, NETWORK, LayerSpec
 from fdi_keras.timing import growth
+from fdi_keras.timing.composition import STATISTICS, Composition
 from fdi_keras.timing.leaf import design_matrix, relative_sse
 
 FORMAT = "fdi_keras.timing_tree"
-FORMAT_VERSION = 2  # 2: leaves gained the `steps` feature (recurrent kernels)
+FORMAT_VERSION = 3  # 2: leaves gained the `steps` feature; 3: the composition term
 TILES = (1, 4, 8, 16, 32)
 
 
-def rows_to_dataset(rows: Iterable[dict], drift_correction: bool = True):
-    """Profile rows -> {kind: (specs, times_us)}, dividing out drift of the calibration kernel."""
-    rows = [r for r in rows if r.get("status") == "ok"]
+def _drift_factors(rows, drift_correction):
+    """Per row, the factor that divides out drift of the calibration kernel timed with it."""
     calibration = np.array([r.get("calibration_us") or np.nan for r in rows], dtype=float)
     reference = np.nanmedian(calibration) if np.isfinite(calibration).any() else np.nan
+    ok = drift_correction & np.isfinite(calibration) & (calibration > 0)
+    return np.where(ok, reference / np.where(ok, calibration, 1.0), 1.0)
+
+
+def rows_to_dataset(rows: Iterable[dict], drift_correction: bool = True):
+    """Profile rows -> {kind: (specs, times_us)} of the kernel kinds, dividing out drift of the
+    calibration kernel. Whole-network rows are left out (see `network_rows`)."""
+    rows = [r for r in rows if r.get("status") == "ok" and r["spec"]["kind"] != NETWORK]
     data: dict[str, tuple[list, list]] = {}
-    for row, c in zip(rows, calibration):
-        factor = reference / c if drift_correction and np.isfinite(c) and c > 0 else 1.0
+    for row, factor in zip(rows, _drift_factors(rows, drift_correction)):
         specs, times = data.setdefault(row["spec"]["kind"], ([], []))
         specs.append(LayerSpec.from_dict(row["spec"]))
         times.append(row["time_us"] * factor)
     return {k: (s, np.array(t)) for k, (s, t) in data.items()}
+
+
+def network_rows(rows: Iterable[dict], drift_correction: bool = True):
+    """The whole-network rows: (specs, {statistic: times_us}), drift divided out."""
+    rows = [r for r in rows if r.get("status") == "ok" and r["spec"]["kind"] == NETWORK]
+    factors = _drift_factors(rows, drift_correction)
+    specs = [LayerSpec.from_dict(r["spec"]) for r in rows]
+    times = {
+        "min": np.array([r["time_us"] for r in rows]) * factors,
+        "median": np.array([r["median_us"] for r in rows]) * factors,
+    }
+    return specs, times
+
+
+def sweep_groups(specs: list[LayerSpec]) -> np.ndarray:
+    """A group id per spec: specs equal but for their kind's channel dimension (one sweep of
+    the profiler's sampler) share one, so that a validation split keeps a sweep on one side
+    instead of validating on near-copies of fitted rows."""
+    ids: dict[str, int] = {}
+    out = []
+    for s in specs:
+        rest = {k: v for k, v in s.dims.items() if k != CHANNEL_DIMS.get(s.kind)}
+        out.append(ids.setdefault(json.dumps([s.kind, rest, s.attrs], sort_keys=True), len(ids)))
+    return np.array(out)
 
 
 def _matrices(specs, tile):
@@ -86,10 +117,21 @@ class TimingTree:
         self.kinds_: dict[str, dict] = {}
         self.metadata_: dict = {}
         self.overhead_us_ = 0.0
+        self.composition_: dict[str, Composition] = {}
 
     # ---- fitting -------------------------------------------------------------------------
-    def fit_rows(self, rows: list[dict], drift_correction: bool = True) -> TimingTree:
-        """Fits on profile rows (`profile.jsonl`), taking device/runtime metadata from them."""
+    def fit_rows(
+        self, rows: list[dict], drift_correction: bool = True, network_kernels=None
+    ) -> TimingTree:
+        """Fits on profile rows (`profile.jsonl`), taking device/runtime metadata from them.
+
+        Args:
+            rows: profile rows; `network` rows (random networks timed whole) fit the
+                composition term when `network_kernels` is given.
+            drift_correction: divide each row by its batch's calibration-kernel time.
+            network_kernels: `network spec -> its kernels' LayerSpecs`
+                (`fdi_keras.profiling.networks.network_kernel_specs`).
+        """
         ok = [r for r in rows if r.get("status") == "ok"]
         if not ok:
             raise ValueError(
@@ -103,8 +145,22 @@ class TimingTree:
             "dtype": first.get("dtype"),
             "rows": len(ok),
         }
-        data = rows_to_dataset(ok, drift_correction)
-        return self._fit_dataset(data, metadata)
+        self._fit_dataset(rows_to_dataset(ok, drift_correction), metadata)
+        specs, times = network_rows(ok, drift_correction)
+        if specs and network_kernels is not None:
+            self.fit_composition(specs, times, network_kernels)
+        return self
+
+    def fit_composition(self, specs, times_us: dict, network_kernels) -> TimingTree:
+        """Fits the whole-model correction (`fdi_keras.timing.composition`) on networks
+        measured whole: `times_us` maps each statistic to their times; every kind their
+        kernels need must be fitted already."""
+        networks = [[(self.predict_one(k), k) for k in network_kernels(s)] for s in specs]
+        self.composition_ = {
+            statistic: Composition.fit(statistic, networks, times_us[statistic])
+            for statistic in STATISTICS
+        }
+        return self
 
     def fit(self, specs: list[LayerSpec], times_us, metadata: dict | None = None) -> TimingTree:
         """Fits on specs and their measured times in microseconds."""
@@ -127,19 +183,30 @@ class TimingTree:
 
     def _fit_dataset(self, data, metadata) -> TimingTree:
         self.kinds_ = {kind: self._fit_kind(specs, y) for kind, (specs, y) in sorted(data.items())}
+        self.composition_ = {}
         # Every profiled time includes one invoke; the cheapest kernel bounds that overhead.
         self.overhead_us_ = float(min(y.min() for _, y in data.values()) * 0.5)
         self.metadata_ = {**metadata, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         return self
 
+    def _split(self, specs):
+        """(validation, training) row indices: whole sweeps are held out, about
+        `validation_fraction` of the rows (none for kinds with too few rows to prune)."""
+        if len(specs) < 4 * self.min_samples_leaf or not self.validation_fraction:
+            return np.array([], dtype=int), np.arange(len(specs))
+        groups = sweep_groups(specs)
+        order = np.random.default_rng(self.seed).permutation(groups.max() + 1)
+        sizes = np.bincount(groups)[order]
+        held = order[: np.searchsorted(np.cumsum(sizes), self.validation_fraction * len(specs)) + 1]
+        is_val = np.isin(groups, held)
+        return np.flatnonzero(is_val), np.flatnonzero(~is_val)
+
     def _fit_kind(self, specs, y) -> dict:
         variables = [split_variables(s) for s in specs]
         names = sorted(variables[0])
         columns = [np.array([v[n] for v in variables]) for n in names]
-        rng = np.random.default_rng(self.seed)
-        n_val = int(len(y) * self.validation_fraction) if len(y) >= 4 * self.min_samples_leaf else 0
-        order = rng.permutation(len(y))
-        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        val, train = self._split(specs)
+        n_val = len(val)
         best = None
         for tile in self.tiles:
             x = _matrices(specs, tile)
@@ -204,11 +271,49 @@ class TimingTree:
     def predict(self, specs: list[LayerSpec]) -> np.ndarray:
         return np.array([self.predict_one(s) for s in specs])
 
+    def kernel_in_model(self, spec: LayerSpec, statistic: str = "min") -> float:
+        """Kernel `spec`'s share of a model's time (microseconds, no invoke overhead): the
+        single-kernel time corrected by the composition term when the tree has one."""
+        single = self.predict_one(spec)
+        if not self.composition_:
+            return max(0.0, single - self.overhead_us_)
+        return self._composition(statistic).kernel_us(single, spec)
+
+    def in_model_slope(self, single_slope: float, spec: LayerSpec, wider: LayerSpec) -> float:
+        """A single-kernel time difference between `spec` and `wider` as it shows inside a
+        model (the minimum's composition term; unchanged without one)."""
+        if not self.composition_:
+            return single_slope
+        composition, single = self._composition("min"), self.predict_one(spec)
+        return composition.kernel_us(single + single_slope, wider) - composition.kernel_us(
+            single, spec
+        )
+
+    def invoke_overhead(self, statistic: str = "min") -> float:
+        """What one invoke of a model costs beyond its kernels, microseconds."""
+        if not self.composition_:
+            return self.overhead_us_
+        return self._composition(statistic).overhead_us
+
+    def _composition(self, statistic) -> Composition:
+        if statistic not in self.composition_:
+            raise ValueError(
+                f"statistic must be one of {sorted(self.composition_)}. Received: {statistic!r}"
+            )
+        return self.composition_[statistic]
+
     # ---- explanation ---------------------------------------------------------------------
     def explain(self, kind: str | None = None) -> str:
         """The rules as text, e.g. `if cout % 16 == 0: t = 2.1 + 1.9e-05*flops ... us`."""
         self._check_fitted()
-        return "\n\n".join(self._explain_kind(k) for k in ([kind] if kind else self.kinds_))
+        parts = [self._explain_kind(k) for k in ([kind] if kind else self.kinds_)]
+        if kind is None:
+            parts += [c.explain() for c in self.composition_.values()] or [
+                "inside a model: no composition term (no random networks were profiled); "
+                f"model time = {self.overhead_us_:.3g} us per invoke + the sum of kernel times "
+                "less that overhead each"
+            ]
+        return "\n\n".join(parts)
 
     def _explain_kind(self, kind) -> str:
         model = self.kind_model(kind)
@@ -264,6 +369,7 @@ class TimingTree:
                 "seed": self.seed,
             },
             "kinds": {k: {**m, "tree": m["tree"].to_dict()} for k, m in self.kinds_.items()},
+            "composition": {k: c.to_dict() for k, c in self.composition_.items()},
         }
 
     def save(self, path: str) -> None:
@@ -286,7 +392,7 @@ class TimingTree:
             raise TreeFormatError(
                 f"{source} is not an fdi_keras timing tree (no 'format': {FORMAT!r} field)."
             )
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") not in (2, FORMAT_VERSION):  # 2: no composition term
             raise TreeFormatError(
                 f"{source} has format_version {data.get('format_version')!r}; this fdi_keras "
                 f"reads version {FORMAT_VERSION}. Refit it: rerun tools/profile_device.py with "
@@ -297,6 +403,9 @@ class TimingTree:
             tree = cls(**data["hyperparameters"])
             tree.metadata_ = data["metadata"]
             tree.overhead_us_ = float(data["overhead_us"])
+            tree.composition_ = {
+                k: Composition(**c) for k, c in data.get("composition", {}).items()
+            }
             fields = [f.name for f in growth.dataclasses.fields(growth.FlatTree)]
             tree.kinds_ = {}
             for kind, m in data["kinds"].items():

@@ -1,11 +1,14 @@
 import pytest
 
 from fdi_keras.features import compute_features
-from fdi_keras.profiling.sampling import MAX_MACS, sample_configs
-from fdi_keras.specs import KINDS
+from fdi_keras.profiling.sampling import MAX_MACS, sample_configs, sample_held_out
+from fdi_keras.specs import CHANNEL_DIMS, KINDS, NETWORK
+from fdi_keras.timing.tree import sweep_groups
+
+KERNEL_KINDS = sorted(set(KINDS) - {NETWORK})
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("kind", KERNEL_KINDS)
 def test_deterministic_distinct_within_budget(kind):
     specs = sample_configs(kind, 120, seed=3)
     assert specs == sample_configs(kind, 120, seed=3)
@@ -34,3 +37,33 @@ def test_dtype_and_threads_are_carried():
 def test_unknown_kind():
     with pytest.raises(ValueError, match="Supported kinds"):
         sample_configs("conv3d", 3)
+
+
+@pytest.mark.parametrize("kind", ["conv2d", "dense", "depthwise_conv2d", "lstm"])
+def test_held_out_configs_are_new_and_not_sweeps(kind):
+    fitted = {s.key() for s in sample_configs(kind, 300)}
+    held = sample_held_out(kind, 150)
+    assert held == sample_held_out(kind, 150)
+    assert not fitted & {s.key() for s in held}
+    # no sweeps: the fitted set has runs of 6+ consecutive channel counts, the held-out none
+    assert longest_channel_run(held) <= 2 < 6 <= longest_channel_run(sample_configs(kind, 300))
+
+
+def longest_channel_run(specs):
+    groups, dim = sweep_groups(specs), CHANNEL_DIMS.get(specs[0].kind)
+    if dim is None:
+        return 1
+    longest = 1
+    for g in set(groups):
+        values = sorted({s.dims[dim] for s, h in zip(specs, groups) if h == g})
+        run = 1
+        for a, b in zip(values, values[1:]):
+            run = run + 1 if b == a + 1 else 1
+            longest = max(longest, run)
+    return longest
+
+
+def test_network_configs_fitted_and_held_out_are_disjoint():
+    fitted = sample_configs(NETWORK, 20)
+    assert [s.dims["seed"] for s in fitted] == list(range(20))
+    assert not {s.key() for s in fitted} & {s.key() for s in sample_held_out(NETWORK, 20)}

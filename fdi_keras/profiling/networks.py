@@ -1,0 +1,150 @@
+"""Random small networks, profiled whole to learn how kernels compose (the composition term).
+
+A model runs slower than the sum of its kernels timed one by one: a kernel profiled alone
+finds its weights and input in cache on every invoke, while inside a model its weights were
+last touched a whole forward pass ago and its input was just written by another kernel. How
+much slower depends on the device's caches and memory, so it is measured, not assumed: the
+profiler times a few hundred random networks whole (`LayerSpec("network", {"seed": s})`, a
+configuration like any other: resumable, retried, sharded across devices), and
+`fdi_keras.timing.composition` fits the correction on them.
+
+The generator is deliberately not a copy of any published architecture (the stock
+`keras.applications` models are what the benchmarks validate on): a stem, then 2-14 blocks
+drawn from the building blocks mobile networks are made of (plain, depthwise-separable and
+inverted-residual convolutions, residual pairs, two-branch concatenations, pooling), with
+random widths, kernel sizes, strides, activations and batch norms, and an optional
+classifier head. Inputs are 16-224 pixels, up to about 1.2 G multiply-accumulates and
+40 MB of weights, so both cache-resident and memory-bound models are covered.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from fdi_keras.specs import LayerSpec
+
+MAX_MACS = 1.2e9
+MAX_PARAMS = 10e6  # 40 MB of float32 weights
+
+
+def _logint(rng, low, high):
+    return int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
+
+
+def _width(rng, low=8, high=512):
+    c = _logint(rng, low, high)
+    return max(low, int(round(c / 8)) * 8) if rng.random() < 0.6 else c
+
+
+class _Builder:
+    """Draws one network from `rng`, block by block, with the Keras functional API."""
+
+    def __init__(self, rng):
+        import keras
+
+        self.keras, self.L, self.rng = keras, keras.layers, rng
+        self.activation = [None, "relu", "relu6", "hard_swish", "swish"][rng.integers(5)]
+        self.batch_norm = rng.random() < 0.5
+
+    def act(self, x):
+        if self.batch_norm:
+            x = self.L.BatchNormalization()(x)
+        return self.L.Activation(self.activation)(x) if self.activation else x
+
+    def conv(self, x, width, kernel=1, stride=1):
+        return self.act(self.L.Conv2D(width, kernel, stride, padding="same")(x))
+
+    def stride(self, x):
+        return 2 if x.shape[1] >= 4 and self.rng.random() < 0.3 else 1
+
+    def block(self, x):
+        rng, L = self.rng, self.L
+        kind = rng.choice(
+            ["conv", "separable", "inverted", "residual", "branches", "pool"],
+            p=[0.25, 0.2, 0.2, 0.15, 0.1, 0.1],
+        )
+        c, k, s = x.shape[-1], int(rng.choice([1, 3, 5], p=[0.3, 0.6, 0.1])), self.stride(x)
+        if kind == "conv":
+            return self.conv(x, _width(rng), k, s)
+        if kind == "separable":
+            x = self.act(L.DepthwiseConv2D(max(k, 3), s, padding="same")(x))
+            return self.conv(x, _width(rng))
+        if kind == "inverted":
+            y = self.conv(x, _width(rng, c, min(6 * c, 1536)))
+            y = self.act(L.DepthwiseConv2D(max(k, 3), s, padding="same")(y))
+            same = s == 1 and rng.random() < 0.6
+            y = L.Conv2D(c if same else _width(rng), 1)(y)
+            return L.Add()([x, y]) if same else y
+        if kind == "residual":
+            y = self.conv(x, _width(rng), 3)
+            y = L.Conv2D(c, 3, padding="same")(y)
+            return self.act(L.Add()([x, y]))
+        if kind == "branches":
+            a = self.conv(x, _width(rng, 8, 256), 1, s)
+            b = self.conv(x, _width(rng, 8, 256), 3, s)
+            return L.Concatenate()([a, b])
+        pool = L.MaxPooling2D if rng.random() < 0.6 else L.AveragePooling2D
+        return pool(int(rng.choice([2, 3])), 2, padding="same")(x) if x.shape[1] >= 2 else x
+
+    def build(self):
+        rng, L = self.rng, self.L
+        size = _logint(rng, 16, 224)
+        inputs = self.keras.Input((size, size, 3), batch_size=1)
+        x = self.conv(inputs, _width(rng, 8, 64), 3, 2 if size >= 32 else 1)
+        for _ in range(int(rng.integers(2, 15))):
+            x = self.block(x)
+        if rng.random() < 0.7:
+            x = L.GlobalAveragePooling2D()(x)
+            x = L.Dense(_logint(rng, 10, 1000), activation="softmax")(x)
+        return self.keras.Model(inputs, x)
+
+
+def _macs(model) -> float:
+    from fdi_keras.features import compute_features
+    from fdi_keras.kernels import model_kernels
+
+    return sum(
+        compute_features(k.spec)["flops"] / 2
+        for k in model_kernels(model)
+        if k.spec.kind in ("conv2d", "depthwise_conv2d", "dense")
+    )
+
+
+def random_network(seed: int):
+    """The random network of `seed` (deterministic), within the MAC and weight budget.
+
+    Draws are redrawn from the same seed's stream until one fits the budget.
+    """
+    rng = np.random.default_rng([seed, 0x6E6574])
+    while True:
+        model = _Builder(rng).build()
+        if model.count_params() <= MAX_PARAMS and _macs(model) <= MAX_MACS:
+            return model
+
+
+@functools.lru_cache(maxsize=4096)
+def network_kernel_specs(seed: int, dtype: str = "float32", threads: int = 1) -> tuple:
+    """The runtime kernels of network `seed` as `LayerSpec`s in `dtype` and `threads`."""
+    from fdi_keras.kernels import model_kernels
+
+    return tuple(
+        LayerSpec(k.spec.kind, k.spec.dims, k.spec.attrs, dtype, threads)
+        for k in model_kernels(random_network(seed))
+    )
+
+
+def network_kernels(spec: LayerSpec) -> tuple:
+    """The kernels of a `network` spec, in its dtype and threads (for `TimingTree.fit_rows`)."""
+    return network_kernel_specs(spec.dims["seed"], spec.dtype, spec.threads)
+
+
+def network_specs(
+    count: int, first_seed: int = 0, dtype: str = "float32", threads: int = 1
+) -> list[LayerSpec]:
+    """`count` network configurations, seeds from `first_seed` on (a prefix property holds)."""
+    return [
+        LayerSpec("network", {"seed": s}, {}, dtype, threads)
+        for s in range(first_seed, first_seed + count)
+    ]

@@ -1,0 +1,127 @@
+"""The composition term: fitted on networks timed whole, applied per kernel, saved and explained.
+
+The networks here are lists of kernel specs with known in-model times, so that the fit can be
+checked against the truth; the profiler's real random networks are tested in
+tests/profiling/test_networks.py.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from fdi_keras import predict_latency
+from fdi_keras.features import compute_features
+from fdi_keras.profiling.sampling import sample_configs
+from fdi_keras.specs import LayerSpec
+from fdi_keras.timing import TimingTree
+from fdi_keras.timing.composition import Composition
+
+BANDWIDTH_GBPS = 8.0  # bytes per ns
+
+
+def single_time(spec):
+    """A single-kernel time with weights hot in cache: pure arithmetic."""
+    return 2.0 + 1e-4 * compute_features(spec)["flops"]
+
+
+def in_model_time(spec):
+    """The truth inside a model: 10% slower, 1 us per kernel, and never faster than reading
+    the weights at BANDWIDTH_GBPS."""
+    t = single_time(spec)
+    memory = compute_features(spec)["param_bytes"] / (BANDWIDTH_GBPS * 1e3)
+    return 1.1 * t + 1.0 + max(0.0, memory - t)
+
+
+def random_networks(count, seed):
+    rng = np.random.default_rng(seed)
+    pool = sample_configs("dense", 150, seed=1) + sample_configs("conv2d", 150, seed=1)
+    return [
+        [pool[i] for i in rng.choice(len(pool), int(rng.integers(3, 30)))] for _ in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tree():
+    kernels = sample_configs("dense", 300) + sample_configs("conv2d", 300)
+    tree = TimingTree().fit(kernels, [single_time(s) for s in kernels])
+    networks = random_networks(80, seed=0)
+    specs = [LayerSpec("network", {"seed": i}) for i in range(len(networks))]
+    times = np.array([5.0 + sum(in_model_time(k) for k in n) for n in networks])
+    lookup = {s.key(): n for s, n in zip(specs, networks)}
+    return tree.fit_composition(
+        specs, {"min": times, "median": 1.2 * times}, lambda s: lookup[s.key()]
+    )
+
+
+def test_the_fit_recovers_the_composition(tree):
+    c = tree.composition_["min"]
+    assert c.scale == pytest.approx(1.1, rel=0.05)
+    assert c.bandwidth_gbps == pytest.approx(BANDWIDTH_GBPS, rel=0.15)
+    assert c.cv_mape < 0.02
+    for network in random_networks(20, seed=1):  # networks the fit never saw
+        truth = 5.0 + sum(in_model_time(k) for k in network)
+        predicted = tree.invoke_overhead() + sum(tree.kernel_in_model(k) for k in network)
+        assert predicted == pytest.approx(truth, rel=0.03)
+
+
+def test_the_median_is_its_own_fit(tree):
+    network = random_networks(1, seed=2)[0]
+    low = sum(tree.kernel_in_model(k, "min") for k in network)
+    typical = sum(tree.kernel_in_model(k, "median") for k in network)
+    assert typical / low == pytest.approx(1.2, rel=0.03)
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        tree.kernel_in_model(network[0], "mean")
+
+
+def test_predict_latency_adds_kernels_in_model_and_one_invoke(tree):
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(300), keras.layers.Dense(10)])
+    report = predict_latency(model, tree)
+    specs = [
+        LayerSpec("dense", dict(m=1, cin=64, cout=300)),
+        LayerSpec("dense", dict(m=1, cin=300, cout=10)),
+    ]
+    assert [r.time_us for r in report.rows] == pytest.approx(
+        [tree.kernel_in_model(s) for s in specs]
+    )
+    assert report.total_us == pytest.approx(
+        tree.invoke_overhead() + sum(r.time_us for r in report.rows)
+    )
+    assert predict_latency(model, tree, "median").total_us > report.total_us
+
+
+def test_the_slope_inside_a_model_is_the_difference_of_in_model_times(tree):
+    spec = LayerSpec("dense", dict(m=1, cin=2048, cout=700))  # memory-bound at 8 GB/s
+    wider = spec.replace(cout=701)
+    single_slope = tree.predict_one(wider) - tree.predict_one(spec)
+    slope = tree.in_model_slope(single_slope, spec, wider)
+    assert slope == pytest.approx(
+        tree.kernel_in_model(wider) - tree.kernel_in_model(spec), rel=1e-6
+    )
+    assert slope > 1.1 * single_slope  # the weights' memory time grows with the width too
+
+
+def test_saved_explained_and_older_trees_still_load(tree, tmp_path):
+    path = tmp_path / "tree.json"
+    tree.save(str(path))
+    loaded = TimingTree.load(str(path))
+    spec = LayerSpec("conv2d", dict(h=14, w=14, cin=64, cout=96, kh=3, kw=3, sh=1, sw=1))
+    assert loaded.kernel_in_model(spec, "median") == tree.kernel_in_model(spec, "median")
+    assert loaded.composition_ == tree.composition_
+    text = tree.explain()
+    assert "inside a model (min over invokes; fitted on 80 random networks" in text
+    assert f"{tree.composition_['min'].bandwidth_gbps:.3g} GB/s" in text
+    # A version-2 file (before the composition term) predicts single-kernel sums, as it did.
+    data = {**tree.to_dict(), "format_version": 2}
+    del data["composition"]
+    path.write_text(json.dumps(data))
+    old = TimingTree.load(str(path))
+    assert old.composition_ == {}
+    assert old.kernel_in_model(spec) == pytest.approx(old.predict_one(spec) - old.overhead_us_)
+    assert "no composition term" in old.explain()
+
+
+def test_composition_rejects_an_unknown_statistic():
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        Composition.fit("mean", [[(1.0, LayerSpec("dense", dict(m=1, cin=2, cout=2)))]], [1.0])
