@@ -36,7 +36,8 @@ def test_a_real_fit_prunes_toward_the_target_and_logs(staircase_tree, mnist_slic
     history = gated.fit(x, y, epochs=6, batch_size=16, callbacks=[callback], verbose=0)
     logs = history.history
     assert len(logs["predicted_latency_ms"]) == 6 and not any("width/" in k for k in logs)
-    assert len(callback.widths_history) == 6 and "conv2d" in callback.widths_history[-1]
+    assert len(callback.widths_history) == 6
+    assert "conv2d" in str(list(callback.widths_history[-1]))  # conv2d_<n>: Keras numbers names
     assert logs["predicted_latency_ms"][-1] < start
     small = strip(gated)
     np.testing.assert_allclose(small(x[:8]), gated(x[:8], training=False), atol=1e-5)
