@@ -316,15 +316,24 @@ class LatencyAware(L.Wrapper):
 
     def _gated_recurrent(self, inputs, gate, training):
         """Runs the GRU/LSTM with its candidate columns scaled by the gate (read through a
-        `keras.StatelessScope`, so the layer's own variables are untouched)."""
+        `keras.StatelessScope`, so the layer's own weights are untouched).
+
+        The scope also swallows the layer's state updates, among them the advance of its
+        dropout seed generators: written back after the call, so that every training batch
+        draws fresh dropout and recurrent-dropout masks instead of the same ones forever."""
         cell = self.layer.cell
         blocks, candidate = gate_blocks(self.layer)
         ones = ops.ones_like(gate)
         columns = ops.concatenate([gate if b == candidate else ones for b in range(blocks)])
         variables = [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if cell.use_bias else [])
         mapping = [(v, ops.convert_to_tensor(v) * columns) for v in variables]
-        with keras.StatelessScope(state_mapping=mapping):
-            return self.layer(inputs, training=training)
+        state = self.layer.non_trainable_variables if training else []  # seed generators
+        mapping += [(v, ops.convert_to_tensor(v)) for v in state]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = self.layer(inputs, training=training)
+        for v in state:
+            v.assign(scope.get_current_value(v))
+        return outputs
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

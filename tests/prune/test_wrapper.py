@@ -258,3 +258,18 @@ def test_a_gate_group_has_one_gate_and_one_noise_sample_per_step(tmp_path, stair
     loaded.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[callback])
     assert reloaded.gate_owner() is loaded.get_layer("latency_aware_a")
     assert int(loaded.optimizer.iterations) > steps > 0  # the optimizer state was restored
+
+
+@pytest.mark.parametrize("rnn", [L.GRU, L.LSTM])
+def test_a_gated_recurrent_layer_draws_fresh_dropout_masks_every_training_call(rnn):
+    x = np.random.default_rng(0).normal(size=(4, 6, 5)).astype("float32")
+    layer = rnn(8, dropout=0.5, recurrent_dropout=0.3, seed=1)
+    # Deterministic gates: only dropout can make two training calls differ.
+    gated = LatencyAware(layer, gate="straight_through")
+    inference = keras.ops.convert_to_numpy(gated(x))
+    gated.controlled.assign(1.0)
+    first, second = (keras.ops.convert_to_numpy(gated(x, training=True)) for _ in range(2))
+    assert not np.allclose(first, second)
+    # Inference is deterministic and, with every gate open, the plain layer's.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(gated(x)), inference)
+    np.testing.assert_allclose(inference, keras.ops.convert_to_numpy(layer(x)), atol=1e-6)
