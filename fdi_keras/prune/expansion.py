@@ -87,14 +87,31 @@ def revive_to_target(
         changes[root] = (changes.get(root, (width,))[0], width + more)
 
 
+# Logits a revived channel gets above its gate's threshold, at least. Adam moves a logit by
+# about `learning_rate * logit_scale` per step (0.03 at 1e-3), so this is ~70 steps of penalty.
+REVIVE_MARGIN = 2.0
+
+
+def revived_logit(logits, alive, threshold: float) -> float:
+    """The logit a revived channel gets: the median of the group's open channels (those the
+    penalty has not closed, at their equilibrium with the task loss), and at least
+    `REVIVE_MARGIN` above the threshold. Just above the threshold, the next steps' penalty
+    would close it again before its weights (frozen while it was pruned) could learn."""
+    is_open = (alive > 0) & (logits > threshold)
+    median = float(np.median(logits[is_open])) if is_open.any() else -np.inf
+    return max(median, threshold + REVIVE_MARGIN)
+
+
 def _revive(group, count: int) -> None:
-    """Brings back the `count` pruned channels of a group with the highest gate logits."""
+    """Brings back the `count` pruned channels of a group with the highest gate logits, at
+    `revived_logit` (or their own logit, when higher)."""
     alive = group[0].alive.numpy()
     logits = np.mean([keras.ops.convert_to_numpy(w.gate_logits) for w in group], axis=0)
     dead = np.flatnonzero(alive == 0)
     revive = dead[np.argsort(-logits[dead])][:count]
+    level = revived_logit(logits, alive, get_gate(group[0].gate).threshold)
     alive[revive] = 1.0
-    logits[revive] = np.maximum(logits[revive], get_gate(group[0].gate).threshold + 1.0)
+    logits[revive] = np.maximum(logits[revive], level)
     for w in group:
         w.alive.assign(alive)
         w.set_gate_logits(logits)

@@ -4,7 +4,15 @@ import pytest
 from prune_helpers import depthwise_net, lenet
 
 from fdi_keras.prune import LatencyRegularizer, expand_to_local_minima, latency_aware
-from fdi_keras.prune.expansion import best_width, group_time, revive_to_target
+from fdi_keras.prune.expansion import (
+    REVIVE_MARGIN,
+    best_width,
+    group_time,
+    revive_to_target,
+    revived_logit,
+    structural_step,
+)
+from fdi_keras.prune.gates import get_gate
 from fdi_keras.prune.regularizer import channel_dependencies
 from fdi_keras.timing import TimingTree
 
@@ -56,6 +64,41 @@ def test_expansion_moves_a_layer_to_the_top_of_its_stair(staircase_tree):
     assert changes[root] == (17, 32)
     assert conv.alive.numpy().sum() == 32 and conv.alive.numpy()[40] == 1
     assert conv.mask().sum() == 32
+
+
+def test_revived_channels_get_a_margin_that_a_few_penalty_steps_do_not_erase(staircase_tree):
+    import tensorflow as tf
+
+    gated = latency_aware(lenet((16, 48, 16)))
+    conv = gated.layers[3]
+    alive = np.zeros(48, "float32")
+    alive[:17] = 1.0  # one step above 16: expansion widens it
+    conv.alive.assign(alive)
+    conv.set_gate_logits(np.where(alive > 0, 3.0, -5.0))
+    reg = LatencyRegularizer(staircase_tree, strength=1.0)
+    structural_step(gated, reg)
+    revived = np.flatnonzero(conv.alive.numpy() > alive)
+    assert revived.size
+    logits = keras.ops.convert_to_numpy(conv.gate_logits)
+    np.testing.assert_allclose(logits[revived], 3.0)  # the median of the open channels'
+    # The penalty alone, 40 fresh Adam steps: every logit drops by 40 * 1e-3 * logit_scale.
+    reg.update(gated)
+    wrapped = [layer for layer in gated.layers if hasattr(layer, "channel_cost")]
+    for w in wrapped:
+        w.controlled.assign(1.0)
+    x = np.zeros((1, 28, 28, 1), "float32")
+    optimizer = keras.optimizers.Adam(1e-3)
+    for _ in range(40):
+        with tf.GradientTape() as tape:
+            gated(x, training=True)
+            penalty = tf.add_n(gated.losses)
+        optimizer.apply(tape.gradient(penalty, [conv.gate_parameters]), [conv.gate_parameters])
+    dropped = logits - keras.ops.convert_to_numpy(conv.gate_logits)
+    assert dropped[revived].min() > 1.0  # the steps did push them down...
+    assert conv.mask()[revived].all()  # ...and they are still open
+    # With no open channel to learn from, the margin is the floor.
+    threshold = get_gate(conv.gate).threshold
+    assert revived_logit(np.full(4, -9.0), np.ones(4), threshold) == threshold + REVIVE_MARGIN
 
 
 def test_config_round_trip(staircase_tree):
