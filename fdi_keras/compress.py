@@ -1,4 +1,10 @@
-"""The whole FastDeepIoT compression run: gate, fit with the callback, strip, fine-tune."""
+"""The whole FastDeepIoT compression run: gate, fit with the callback, strip, fine-tune.
+
+`compress` runs the recipe in one call; the Keras-native path (`latency_aware`, `fit` with
+`FastDeepIoTCallback`, `strip`) reaches the same model when it ends with `finetune`, which is
+the step `compress` runs after `strip`. Fine-tuning is part of the recipe: a stripped model that
+is not fine-tuned can be many points less accurate.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +52,65 @@ class CosineAnnealing(keras.callbacks.Callback):
             self.step += 1
 
 
+def default_optimizer() -> keras.optimizers.Optimizer:
+    """Adam at 1e-3: the optimizer `compress` trains and fine-tunes with (a new one each)."""
+    return keras.optimizers.Adam(1e-3)
+
+
+def finetune(
+    model: keras.Model,
+    x,
+    y=None,
+    epochs: int = 3,
+    batch_size: int | None = 64,
+    validation_data=None,
+    optimizer=None,
+    loss="sparse_categorical_crossentropy",
+    callbacks=(),
+    verbose: int = 0,
+) -> keras.callbacks.History:
+    """Fine-tunes a stripped model as `compress` does: compiled with a fresh optimizer (the
+    gated model's Adam moments belong to other shapes), the learning rate annealed to 0 along
+    a cosine over the fit (`CosineAnnealing`).
+
+    Args:
+        model: the model `strip` returned (compiled again, in place).
+        x, y: training data, as `model.fit` takes them (`y` None for a dataset).
+        epochs: fine-tuning epochs (>= 1).
+        batch_size: as in `model.fit` (ignored for a dataset).
+        validation_data: as in `model.fit`.
+        optimizer: a new optimizer (or its name); None: Adam at 1e-3.
+        loss: the training loss.
+        callbacks: more callbacks for the fit (after `CosineAnnealing`).
+        verbose: `model.fit`'s verbosity.
+
+    Returns:
+        The fit's `History`.
+
+    Raises:
+        ValueError: `epochs` is not an integer >= 1.
+
+    Example:
+        >>> small = fdi_keras.strip(gated)
+        >>> finetune(small, x, y, epochs=3)
+    """
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(
+            "epochs must be an integer >= 1 (skip the call for no fine-tuning). "
+            f"Received: epochs={epochs}"
+        )
+    model.compile(optimizer or default_optimizer(), loss, metrics=["accuracy"])
+    return model.fit(
+        x,
+        y,
+        epochs=int(epochs),
+        batch_size=batch_size,
+        validation_data=validation_data,
+        callbacks=[CosineAnnealing(), *callbacks],
+        verbose=verbose,
+    )
+
+
 @dataclasses.dataclass
 class CompressionResult:
     """The compressed (stripped, fine-tuned) model and how it got there."""
@@ -73,7 +138,7 @@ def compress(
     expand: bool = True,
     strength: float = 1.0,
     cost_tree: TimingTree | None = None,
-    optimizer: Callable[[], keras.optimizers.Optimizer] = lambda: keras.optimizers.Adam(1e-3),
+    optimizer: Callable[[], keras.optimizers.Optimizer] = default_optimizer,
     loss="sparse_categorical_crossentropy",
     verbose: int = 0,
 ) -> CompressionResult:
@@ -84,13 +149,16 @@ def compress(
         tree: the device's timing tree; reported latencies are predicted with it.
         x, y: training data (the callback needs real gradients of the task loss).
         target_latency_ms: the latency to reach.
-        epochs: epochs of latency-aware training; finetune_epochs: epochs after `strip`, with
-            the learning rate annealed to 0 along a cosine (`CosineAnnealing`).
+        epochs: epochs of latency-aware training; finetune_epochs: epochs of `finetune`
+            after `strip` (a fresh optimizer, the learning rate annealed to 0 along a cosine).
         gate: gate formulation ("hard_concrete" or "straight_through").
         expand: expand layers to nearby local minima of the time staircase.
         strength: initial penalty strength.
         cost_tree: the cost model that steers pruning, when it is not `tree` (e.g. the
             FLOPs-linear ablation, `FlopsLinear.as_tree()`).
+        optimizer: makes a new optimizer (called once for the gated fit, once for `finetune`).
+        loss: the training loss.
+        verbose: the callback's verbosity.
     """
     start = time.time()
     before = predict_latency(model, tree).total_ms
@@ -110,16 +178,7 @@ def compress(
     )
     small = strip(gated)
     if finetune_epochs:
-        small.compile(optimizer(), loss, metrics=["accuracy"])
-        small.fit(
-            x,
-            y,
-            epochs=finetune_epochs,
-            batch_size=batch_size,
-            validation_data=validation_data,
-            callbacks=[CosineAnnealing()],
-            verbose=0,
-        )
+        finetune(small, x, y, finetune_epochs, batch_size, validation_data, optimizer(), loss)
     return CompressionResult(
         small,
         before,

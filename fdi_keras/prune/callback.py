@@ -53,7 +53,8 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
     Args:
         tree: the device's `TimingTree` (or a path to its JSON).
         target_latency_ms: latency to reach; None just penalizes latency at `strength`.
-        strength: initial penalty strength (loss charged for the whole predicted latency).
+        strength: initial penalty strength (loss charged for the whole predicted latency);
+            the default is `fdi_keras.compress.compress`'s, so both paths prune alike.
         adapt_rate: how fast the strength follows the relative gap g to the target: it is
             multiplied by exp(adapt_rate * g), g clipped to [-1, 1], at every control step.
         control_every: batches between two control steps within an epoch (0: per epoch only).
@@ -75,7 +76,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         self,
         tree,
         target_latency_ms=None,
-        strength=0.1,
+        strength=1.0,
         adapt_rate=0.1,
         control_every=20,
         expand=True,

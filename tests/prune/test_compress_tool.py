@@ -1,14 +1,16 @@
 """tools/compress.py end to end on a slice of MNIST (real training, conversion and LiteRT)."""
 
+import inspect
 import os
 import sys
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from prune_helpers import lenet
 
-from fdi_keras import predict_latency
+from fdi_keras import FastDeepIoTCallback, predict_latency
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -93,3 +95,38 @@ def test_annealing_without_a_known_length_spreads_over_the_real_steps(mnist_slic
     assert len(rates) == 12
     assert rates[:4] == [np.float32(1e-3)] * 4  # the first epoch counts its batches
     assert np.all(np.diff(rates[4:]) < 0) and rates[-1] < 2e-4 and min(rates[:-1]) > 0
+
+
+def test_finetune_is_compress_s_last_step_a_fresh_adam_and_a_cosine(
+    monkeypatch, staircase_tree, mnist_slice
+):
+    """The README's path (latency_aware, fit with the callback, strip, finetune) is compress()."""
+    import fdi_keras.compress as compress_module
+
+    x, y = mnist_slice[0][:64], mnist_slice[1][:64]
+    real, calls = compress_module.finetune, []
+
+    def spy(model, *args, **kwargs):
+        calls.append(model)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(compress_module, "finetune", spy)
+    result = compress_module.compress(
+        lenet(), staircase_tree, x, y, 1.0, epochs=1, finetune_epochs=1, batch_size=16
+    )
+    assert calls == [result.model]
+    default = inspect.signature(compress_module.compress).parameters["strength"].default
+    assert FastDeepIoTCallback(staircase_tree).initial_strength == default  # one recipe
+
+    small = lenet()
+    small.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
+    rates = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda b, logs: rates.append(float(small.optimizer.learning_rate))
+    )
+    history = real(small, x, y, epochs=2, batch_size=16, callbacks=[record])
+    assert isinstance(small.optimizer, keras.optimizers.Adam)  # recompiled: Adam at 1e-3
+    assert len(history.history["accuracy"]) == 2 and len(rates) == 8
+    assert rates[0] == np.float32(1e-3) and np.all(np.diff(rates) < 0) and rates[-1] < 2e-4
+    with pytest.raises(ValueError, match=r"epochs must be an integer >= 1.*Received: epochs=0"):
+        real(small, x, y, epochs=0)
