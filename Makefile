@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT_DIR ?= profiles/this_cpu
-NUM_CONFIGS ?= 300
+# Configurations per kind: empty for the per-kind defaults (DEFAULT_COUNTS, ~20 min here).
+NUM_CONFIGS ?=
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +20,8 @@ run: profile  ## the main job: profile this CPU, then compress LeNet-5 on MNIST 
 
 profile: $(VENV)/.installed  ## profile this CPU, fit its timing tree, print the report
 	$(PY) tools/profile_device.py --backend=local \
-		--kinds=conv2d,depthwise_conv2d,dense,pool2d,global_pool,add,softmax,activation,concat,pad,gru,lstm \
-		--num_configs=$(NUM_CONFIGS) --threads=1 --out_dir=$(OUT_DIR)
+		--kinds=conv2d,depthwise_conv2d,dense,pool2d,global_pool,add,softmax,activation,concat,pad,gru,lstm,network \
+		$(if $(NUM_CONFIGS),--num_configs=$(NUM_CONFIGS)) --threads=1 --out_dir=$(OUT_DIR)
 
 test: $(VENV)/.installed  ## lint and the test suite
 	$(VENV)/bin/ruff check fdi_keras tools tests benchmarks examples
