@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -17,7 +18,7 @@ from fdi_keras.errors import MissingKindError, TreeFormatError
 from fdi_keras.features import FEATURES, compute_features, split_variables
 from fdi_keras.specs import CHANNEL_DIMS, NETWORK, LayerSpec
 from fdi_keras.timing import growth
-from fdi_keras.timing.composition import STATISTICS, Composition
+from fdi_keras.timing.composition import MIN_NETWORKS, STATISTICS, Composition
 from fdi_keras.timing.leaf import design_matrix, relative_sse
 
 FORMAT = "fdi_keras.timing_tree"
@@ -25,20 +26,27 @@ FORMAT_VERSION = 3  # 2: leaves gained the `steps` feature; 3: the composition t
 TILES = (1, 4, 8, 16, 32)
 
 
-def _drift_factors(rows, drift_correction):
-    """Per row, the factor that divides out drift of the calibration kernel timed with it."""
+def _drift_factors(rows, reference, drift_correction):
+    """Per row, the factor that divides out drift of the calibration kernel timed with it,
+    relative to `reference` (the median calibration time over the whole store)."""
     calibration = np.array([r.get("calibration_us") or np.nan for r in rows], dtype=float)
-    reference = np.nanmedian(calibration) if np.isfinite(calibration).any() else np.nan
-    ok = drift_correction & np.isfinite(calibration) & (calibration > 0)
+    ok = drift_correction & np.isfinite(calibration) & (calibration > 0) & np.isfinite(reference)
     return np.where(ok, reference / np.where(ok, calibration, 1.0), 1.0)
+
+
+def _reference(rows) -> float:
+    calibration = np.array([r.get("calibration_us") or np.nan for r in rows], dtype=float)
+    return float(np.nanmedian(calibration)) if np.isfinite(calibration).any() else np.nan
 
 
 def rows_to_dataset(rows: Iterable[dict], drift_correction: bool = True):
     """Profile rows -> {kind: (specs, times_us)} of the kernel kinds, dividing out drift of the
     calibration kernel. Whole-network rows are left out (see `network_rows`)."""
-    rows = [r for r in rows if r.get("status") == "ok" and r["spec"]["kind"] != NETWORK]
+    rows = [r for r in rows if r.get("status") == "ok"]
+    reference = _reference(rows)
+    rows = [r for r in rows if r["spec"]["kind"] != NETWORK]
     data: dict[str, tuple[list, list]] = {}
-    for row, factor in zip(rows, _drift_factors(rows, drift_correction)):
+    for row, factor in zip(rows, _drift_factors(rows, reference, drift_correction)):
         specs, times = data.setdefault(row["spec"]["kind"], ([], []))
         specs.append(LayerSpec.from_dict(row["spec"]))
         times.append(row["time_us"] * factor)
@@ -46,9 +54,12 @@ def rows_to_dataset(rows: Iterable[dict], drift_correction: bool = True):
 
 
 def network_rows(rows: Iterable[dict], drift_correction: bool = True):
-    """The whole-network rows: (specs, {statistic: times_us}), drift divided out."""
-    rows = [r for r in rows if r.get("status") == "ok" and r["spec"]["kind"] == NETWORK]
-    factors = _drift_factors(rows, drift_correction)
+    """The whole-network rows: (specs, {statistic: times_us}), drift divided out relative to
+    the same reference as the kernel rows."""
+    rows = [r for r in rows if r.get("status") == "ok"]
+    reference = _reference(rows)
+    rows = [r for r in rows if r["spec"]["kind"] == NETWORK]
+    factors = _drift_factors(rows, reference, drift_correction)
     specs = [LayerSpec.from_dict(r["spec"]) for r in rows]
     times = {
         "min": np.array([r["time_us"] for r in rows]) * factors,
@@ -67,6 +78,11 @@ def sweep_groups(specs: list[LayerSpec]) -> np.ndarray:
         rest = {k: v for k, v in s.dims.items() if k != CHANNEL_DIMS.get(s.kind)}
         out.append(ids.setdefault(json.dumps([s.kind, rest, s.attrs], sort_keys=True), len(ids)))
     return np.array(out)
+
+
+def _check_statistic(statistic):
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}. Received: {statistic!r}")
 
 
 def _matrices(specs, tile):
@@ -130,7 +146,7 @@ class TimingTree:
                 composition term when `network_kernels` is given.
             drift_correction: divide each row by its batch's calibration-kernel time.
             network_kernels: `network spec -> its kernels' LayerSpecs`
-                (`fdi_keras.profiling.networks.network_kernel_specs`).
+                (`fdi_keras.profiling.networks.network_kernels`; `fit_profile` passes it).
         """
         ok = [r for r in rows if r.get("status") == "ok"]
         if not ok:
@@ -147,17 +163,40 @@ class TimingTree:
         }
         self._fit_dataset(rows_to_dataset(ok, drift_correction), metadata)
         specs, times = network_rows(ok, drift_correction)
-        if specs and network_kernels is not None:
+        if specs and network_kernels is None:
+            warnings.warn(
+                f"{len(specs)} random networks timed whole are left out: without "
+                "network_kernels no composition term is fitted. Use "
+                "fdi_keras.profiling.fitting.fit_profile(rows), or pass "
+                "network_kernels=fdi_keras.profiling.networks.network_kernels.",
+                stacklevel=2,
+            )
+        elif specs:
             self.fit_composition(specs, times, network_kernels)
         return self
 
     def fit_composition(self, specs, times_us: dict, network_kernels) -> TimingTree:
         """Fits the whole-model correction (`fdi_keras.timing.composition`) on networks
-        measured whole: `times_us` maps each statistic to their times; every kind their
-        kernels need must be fitted already."""
-        networks = [[(self.predict_one(k), k) for k in network_kernels(s)] for s in specs]
+        measured whole: `times_us` maps each statistic to their times. Networks with a kernel
+        kind the tree lacks are skipped; with fewer than MIN_NETWORKS left, no term is fitted
+        (a warning says why) and predictions stay sums of single-kernel times."""
+        networks, keep = [], []
+        for i, spec in enumerate(specs):
+            kernels = network_kernels(spec)
+            if all(k.kind in self.kinds_ for k in kernels):
+                networks.append([(self.predict_one(k), k) for k in kernels])
+                keep.append(i)
+        self.composition_ = {}
+        if len(networks) < MIN_NETWORKS:
+            warnings.warn(
+                f"No composition term: {len(networks)} of {len(specs)} networks timed whole "
+                f"have every kernel kind in the tree, and the fit needs {MIN_NETWORKS}. "
+                "Profile more with --kinds=network and every kind of their kernels.",
+                stacklevel=2,
+            )
+            return self
         self.composition_ = {
-            statistic: Composition.fit(statistic, networks, times_us[statistic])
+            statistic: Composition.fit(statistic, networks, np.asarray(times_us[statistic])[keep])
             for statistic in STATISTICS
         }
         return self
@@ -173,6 +212,11 @@ class TimingTree:
         if (times_us <= 0).any():
             raise ValueError(
                 f"Times must be positive microseconds. Received: min(times_us)={times_us.min()}"
+            )
+        if any(s.kind == NETWORK for s in specs):
+            raise ValueError(
+                "A network timed whole is not a kernel: fit() takes kernel specs only. Fit "
+                "the composition term on networks with fit_composition() or fit_rows()."
             )
         data: dict[str, tuple[list, list]] = {}
         for s, t in zip(specs, times_us):
@@ -248,6 +292,11 @@ class TimingTree:
 
     def kind_model(self, kind: str) -> dict:
         self._check_fitted()
+        if kind == NETWORK:
+            raise ValueError(
+                "A network is predicted from its kernels: use fdi_keras.predict_latency(model, "
+                "tree), not the tree of one kind."
+            )
         if kind not in self.kinds_:
             raise MissingKindError(
                 f"The timing tree has no model for kernel kind {kind!r}; it has "
@@ -274,6 +323,7 @@ class TimingTree:
     def kernel_in_model(self, spec: LayerSpec, statistic: str = "min") -> float:
         """Kernel `spec`'s share of a model's time (microseconds, no invoke overhead): the
         single-kernel time corrected by the composition term when the tree has one."""
+        _check_statistic(statistic)
         single = self.predict_one(spec)
         if not self.composition_:
             return max(0.0, single - self.overhead_us_)
@@ -291,15 +341,12 @@ class TimingTree:
 
     def invoke_overhead(self, statistic: str = "min") -> float:
         """What one invoke of a model costs beyond its kernels, microseconds."""
+        _check_statistic(statistic)
         if not self.composition_:
             return self.overhead_us_
         return self._composition(statistic).overhead_us
 
     def _composition(self, statistic) -> Composition:
-        if statistic not in self.composition_:
-            raise ValueError(
-                f"statistic must be one of {sorted(self.composition_)}. Received: {statistic!r}"
-            )
         return self.composition_[statistic]
 
     # ---- explanation ---------------------------------------------------------------------
@@ -395,17 +442,20 @@ class TimingTree:
         if data.get("format_version") not in (2, FORMAT_VERSION):  # 2: no composition term
             raise TreeFormatError(
                 f"{source} has format_version {data.get('format_version')!r}; this fdi_keras "
-                f"reads version {FORMAT_VERSION}. Refit it: rerun tools/profile_device.py with "
-                "the same --out_dir, which keeps every measured row of profile.jsonl and only "
-                "refits the tree."
+                f"reads versions 2 and {FORMAT_VERSION}. Refit it: rerun tools/profile_device.py "
+                "with the same --out_dir, which keeps every measured row of profile.jsonl and "
+                "only refits the tree."
             )
         try:
             tree = cls(**data["hyperparameters"])
             tree.metadata_ = data["metadata"]
             tree.overhead_us_ = float(data["overhead_us"])
-            tree.composition_ = {
-                k: Composition(**c) for k, c in data.get("composition", {}).items()
-            }
+            try:
+                tree.composition_ = {
+                    k: Composition(**c) for k, c in data.get("composition", {}).items()
+                }
+            except TypeError as e:
+                raise TreeFormatError(f"{source}: a malformed composition term ({e}).") from e
             fields = [f.name for f in growth.dataclasses.fields(growth.FlatTree)]
             tree.kinds_ = {}
             for kind, m in data["kinds"].items():

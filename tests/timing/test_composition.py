@@ -125,3 +125,29 @@ def test_saved_explained_and_older_trees_still_load(tree, tmp_path):
 def test_composition_rejects_an_unknown_statistic():
     with pytest.raises(ValueError, match="statistic must be one of"):
         Composition.fit("mean", [[(1.0, LayerSpec("dense", dict(m=1, cin=2, cout=2)))]], [1.0])
+
+
+def test_no_kernel_takes_negative_time(tree):
+    cheapest = LayerSpec("dense", dict(m=1, cin=8, cout=4))
+    c = tree.composition_["min"]
+    assert c.kernel_us(0.0, cheapest) == 0.0 or c.per_kernel_us >= 0
+    assert tree.kernel_in_model(cheapest) >= 0.0
+
+
+def test_too_few_networks_fit_no_term_and_say_why(tree):
+    fresh = TimingTree.from_dict({**tree.to_dict(), "composition": {}})
+    networks = random_networks(5, seed=3)
+    specs = [LayerSpec("network", {"seed": i}) for i in range(5)]
+    lookup = {s.key(): n for s, n in zip(specs, networks)}
+    times = np.ones(5)
+    with pytest.warns(UserWarning, match="No composition term: 5 of 5 networks.*needs 10"):
+        fresh.fit_composition(specs, {"min": times, "median": times}, lambda s: lookup[s.key()])
+    assert fresh.composition_ == {}
+
+
+def test_a_network_is_not_a_kernel(tree):
+    network = LayerSpec("network", {"seed": 0})
+    with pytest.raises(ValueError, match="not a kernel"):
+        TimingTree().fit([network], [1.0])
+    with pytest.raises(ValueError, match="predict_latency"):
+        tree.predict_one(network)
