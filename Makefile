@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT_DIR ?= profiles/this_cpu
-# Configurations per kind: empty for the per-kind defaults (DEFAULT_COUNTS, ~20 min here).
+# Configurations per kernel kind: empty for the per-kind defaults (DEFAULT_COUNTS, ~20-23 min).
 NUM_CONFIGS ?=
 
 $(VENV)/.installed: setup.cfg pyproject.toml

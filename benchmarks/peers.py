@@ -57,7 +57,9 @@ class MLP(_PerKind):
 
         return make_pipeline(
             StandardScaler(),
-            MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=3000, early_stopping=True, random_state=0),
+            MLPRegressor(
+                hidden_layer_sizes=(64, 64), max_iter=3000, early_stopping=True, random_state=0
+            ),
         )
 
 

@@ -30,6 +30,7 @@ class LatencyReport:
 
     rows: list[KernelRow]
     overhead_us: float
+    statistic: str = "min"  # over invokes: "min" or "median" (see predict_latency)
 
     @property
     def total_us(self) -> float:
@@ -68,6 +69,7 @@ class LatencyReport:
     def to_dict(self) -> dict:
         return {
             "total_ms": self.total_ms,
+            "statistic": self.statistic,
             "overhead_us": self.overhead_us,
             "rows": [dataclasses.asdict(r) for r in self.rows],
         }
@@ -131,4 +133,4 @@ def predict_latency(
         leaf = tree.leaf(spec)[0]
         time_us = tree.kernel_in_model(spec, statistic)
         rows.append(KernelRow(kernel.layers, spec.kind, dict(spec.dims), leaf, time_us))
-    return LatencyReport(rows, tree.invoke_overhead(statistic))
+    return LatencyReport(rows, tree.invoke_overhead(statistic), statistic)

@@ -77,7 +77,7 @@ def latency_report_figure(report, measured_us=None, ax=None):
         measured_us: optional measurements in microseconds: per kernel, a dict keyed by a
             row's layers joined by '+' (or one of its layers), or a sequence aligned with
             `report.rows`, drawn as a second bar per kernel; or the whole model's time, a
-            float or a `Timing` (its `min_us`, the statistic predictions estimate), written
+            float or a `Timing` (its `min_us` or `median_us`, the report's statistic), written
             under the predicted total in the title with the prediction's error.
         ax: a matplotlib Axes to draw into (default: a new figure).
 
@@ -95,7 +95,7 @@ def latency_report_figure(report, measured_us=None, ax=None):
     total = None
     if measured_us is not None:
         if hasattr(measured_us, "min_us"):
-            total = float(measured_us.min_us)
+            total = float(getattr(measured_us, f"{report.statistic}_us"))
         elif np.isscalar(measured_us):
             total = float(measured_us)
         else:

@@ -26,10 +26,17 @@ def define_flags() -> None:
     flags.DEFINE_string("model", None, "The model (.keras).")
     flags.DEFINE_string("tree", "profiles/this_cpu/timing_tree.json", "The device's timing tree.")
     flags.DEFINE_bool("json", False, "Print the report as JSON instead of a table.")
+    flags.DEFINE_enum(
+        "statistic",
+        "min",
+        ["min", "median"],
+        "Latency over invokes to predict: min (uncontended) or median (compare with "
+        "benchmark_model's average).",
+    )
     flags.mark_flags_as_required(["model"])
 
 
-def run(model_path: str, tree_path: str) -> fdi_keras.LatencyReport:
+def run(model_path: str, tree_path: str, statistic: str = "min") -> fdi_keras.LatencyReport:
     """The tool as a function: the predicted latency report of the saved model.
 
     Raises:
@@ -42,12 +49,12 @@ def run(model_path: str, tree_path: str) -> fdi_keras.LatencyReport:
                 f"`fdi-profile --out_dir=...`). Received: {path!r}"
             )
     model = keras.saving.load_model(model_path)  # fdi_keras's layers are registered on import
-    return fdi_keras.predict_latency(model, fdi_keras.TimingTree.load(tree_path))
+    return fdi_keras.predict_latency(model, fdi_keras.TimingTree.load(tree_path), statistic)
 
 
 def main(argv):
     del argv
-    report = run(FLAGS.model, FLAGS.tree)
+    report = run(FLAGS.model, FLAGS.tree, FLAGS.statistic)
     print(json.dumps(report.to_dict(), indent=1) if FLAGS.json else report)
 
 

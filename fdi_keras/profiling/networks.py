@@ -4,7 +4,7 @@ A model runs slower than the sum of its kernels timed one by one: a kernel profi
 finds its weights and input in cache on every invoke, while inside a model its weights were
 last touched a whole forward pass ago and its input was just written by another kernel. How
 much slower depends on the device's caches and memory, so it is measured, not assumed: the
-profiler times a few hundred random networks whole (`LayerSpec("network", {"seed": s})`, a
+profiler times random networks whole (50 by default) (`LayerSpec("network", {"seed": s})`, a
 configuration like any other: resumable, retried, sharded across devices), and
 `fdi_keras.timing.composition` fits the correction on them.
 
@@ -25,6 +25,9 @@ import numpy as np
 
 from fdi_keras.specs import LayerSpec
 
+# Stored in every network spec: editing the generator must bump it, so that a seed always
+# means the network that was timed (rows of another version are not fitted).
+GENERATOR_VERSION = "v1"
 MAX_MACS = 1.2e9
 MAX_PARAMS = 10e6  # 40 MB of float32 weights
 
@@ -136,7 +139,17 @@ def network_kernel_specs(seed: int, dtype: str = "float32", threads: int = 1) ->
 
 
 def network_kernels(spec: LayerSpec) -> tuple:
-    """The kernels of a `network` spec, in its dtype and threads (for `TimingTree.fit_rows`)."""
+    """The kernels of a `network` spec, in its dtype and threads (for `TimingTree.fit_rows`).
+
+    Raises:
+        ValueError: the spec was drawn by another version of the generator.
+    """
+    if spec.attrs.get("generator") != GENERATOR_VERSION:
+        raise ValueError(
+            f"Network {spec.dims} was drawn by generator {spec.attrs.get('generator')!r}; this "
+            f"fdi_keras draws {GENERATOR_VERSION!r}, whose seeds mean other networks. Profile "
+            "the networks again (a new --out_dir) or use the fdi_keras that drew them."
+        )
     return network_kernel_specs(spec.dims["seed"], spec.dtype, spec.threads)
 
 
@@ -145,6 +158,6 @@ def network_specs(
 ) -> list[LayerSpec]:
     """`count` network configurations, seeds from `first_seed` on (a prefix property holds)."""
     return [
-        LayerSpec("network", {"seed": s}, {}, dtype, threads)
+        LayerSpec("network", {"seed": s}, {"generator": GENERATOR_VERSION}, dtype, threads)
         for s in range(first_seed, first_seed + count)
     ]

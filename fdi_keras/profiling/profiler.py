@@ -164,8 +164,8 @@ def sample_all(
         counts = {k: DEFAULT_COUNTS.get(k, 100) for k in kinds}
     elif isinstance(num_configs, dict):
         counts = num_configs
-    else:
-        counts = dict.fromkeys(kinds, num_configs)
+    else:  # a number is per kernel kind; networks (much slower to profile) keep their default
+        counts = {k: DEFAULT_COUNTS[k] if k == NETWORK else num_configs for k in kinds}
     specs = [s for kind in kinds for s in sample_configs(kind, counts[kind], seed, dtype, threads)]
     keys = {s.key() for s in specs}
     for network in [s for s in specs if s.kind == NETWORK]:

@@ -37,7 +37,7 @@ from fdi_keras.features import compute_features
 from fdi_keras.profiling.networks import network_specs
 from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
-# Configurations per kind of a default profile (under 20 minutes on a 2-core x86 VM): more
+# Configurations per kind of a default profile (20-23 minutes on a 2-core x86 VM): more
 # where the time has staircases over many dimensions, fewer for element-wise kinds whose
 # time is a line in their size; and random networks timed whole for the composition term.
 DEFAULT_COUNTS = {

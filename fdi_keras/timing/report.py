@@ -6,21 +6,26 @@ import collections
 
 import numpy as np
 
+from fdi_keras.timing.composition import STATISTICS
 from fdi_keras.timing.evaluate import accuracy, format_accuracy
-from fdi_keras.timing.tree import TimingTree, rows_to_dataset
+from fdi_keras.timing.tree import TimingTree, rows_to_dataset, sweep_groups
 
 
 def holdout_accuracy(rows: list[dict], tree_factory=TimingTree, fraction=0.2, seed=1) -> dict:
-    """Per kind, accuracy of a tree fitted without a random `fraction` of the rows, on them."""
+    """Per kind, accuracy of a tree fitted without about `fraction` of the rows, on them; whole
+    sweeps are held out (`sweep_groups`), never near-copies of fitted rows."""
     data = rows_to_dataset(rows)
     rng = np.random.default_rng(seed)
     specs_tr, y_tr, held = [], [], {}
     for kind, (specs, y) in data.items():
-        order = rng.permutation(len(y))
-        cut = int(len(y) * fraction) if len(y) >= 20 else 0
-        held[kind] = ([specs[i] for i in order[:cut]], y[order[:cut]])
-        specs_tr += [specs[i] for i in order[cut:]]
-        y_tr += list(y[order[cut:]])
+        groups = sweep_groups(specs)
+        order = rng.permutation(groups.max() + 1)
+        sizes = np.bincount(groups)[order]
+        cut = np.searchsorted(np.cumsum(sizes), fraction * len(y)) + 1 if len(y) >= 20 else 0
+        is_held = np.isin(groups, order[:cut])
+        held[kind] = ([s for s, h in zip(specs, is_held) if h], y[is_held])
+        specs_tr += [s for s, h in zip(specs, is_held) if not h]
+        y_tr += list(y[~is_held])
     tree = tree_factory().fit(specs_tr, y_tr)
     return {kind: accuracy(y, tree.predict(s)) for kind, (s, y) in held.items() if len(y)}
 
@@ -45,7 +50,11 @@ def profile_report(rows: list[dict], tree: TimingTree, seconds: float | None = N
     lines += [
         f"  failed: {r['spec']['kind']} {r['spec']['dims']}: {r['error'][:160]}" for r in failures
     ]
-    lines += ["", "Held-out accuracy (tree refitted without 20% of the rows, scored on them):"]
+    lines += [
+        "",
+        "Held-out accuracy (tree refitted without 20% of the rows, whole sweeps, scored on them):",
+    ]
     lines += [format_accuracy(k, s) for k, s in holdout_accuracy(rows).items()]
-    lines += ["", f"Per-invoke overhead: {tree.overhead_us_:.2f} us", "", "Rules:", tree.explain()]
+    overheads = ", ".join(f"{s} {tree.invoke_overhead(s):.2f} us" for s in STATISTICS)
+    lines += ["", f"Per-invoke overhead of a model: {overheads}", "", "Rules:", tree.explain()]
     return "\n".join(lines) + "\n"

@@ -5,12 +5,15 @@ from fdi_keras.features import compute_features
 from fdi_keras.kernels import model_kernels
 from fdi_keras.profiling.build import build_kernel_model
 from fdi_keras.profiling.networks import (
+    GENERATOR_VERSION,
     MAX_MACS,
     MAX_PARAMS,
     network_kernel_specs,
+    network_kernels,
     network_specs,
     random_network,
 )
+from fdi_keras.specs import LayerSpec
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -36,3 +39,26 @@ def test_a_network_spec_builds_its_network():
     model = build_kernel_model(spec)
     assert model.count_params() == random_network(3).count_params()
     assert np.all(np.isfinite(model(np.zeros((1, *model.input_shape[1:]))).numpy()))
+
+
+def test_sample_all_profiles_the_networks_kernels_and_keeps_their_count():
+    from fdi_keras.profiling import sample_all
+    from fdi_keras.profiling.sampling import DEFAULT_COUNTS
+
+    specs = sample_all(["dense", "network"], 5)
+    networks = [s for s in specs if s.kind == "network"]
+    assert len(networks) == DEFAULT_COUNTS["network"]  # a number is per kernel kind
+    keys = {s.key() for s in specs}
+    assert len(keys) == len(specs)
+    for network in networks[:3]:
+        assert {k.key() for k in network_kernels(network)} <= keys
+    assert len([s for s in specs if s.kind == "dense"]) > 5  # the networks' heads too
+
+
+def test_a_network_of_another_generator_is_refused():
+    (spec,) = network_specs(1)
+    assert spec.attrs["generator"] == GENERATOR_VERSION
+    other = LayerSpec("network", {"seed": 0}, {"generator": GENERATOR_VERSION})
+    object.__setattr__(other, "attrs", {"generator": "v0"})
+    with pytest.raises(ValueError, match="drawn by generator 'v0'.*Profile the networks again"):
+        network_kernels(other)
