@@ -28,9 +28,10 @@ test: $(VENV)/.installed  ## lint and the test suite
 	$(PY) -m pytest -q
 
 benchmark: profile  ## timing-model, keras.applications, compression and slimming benchmarks, into benchmarks/RESULTS.md
-	$(PY) benchmarks/timing_model.py
+	$(PY) benchmarks/timing_model.py --profile_dir=$(OUT_DIR)
 	$(PY) benchmarks/applications.py --tree=$(OUT_DIR)/timing_tree.json
-	$(PY) benchmarks/compression.py
+	$(PY) benchmarks/compressors.py
 	$(PY) benchmarks/rebirth.py
+	$(PY) benchmarks/profiler_stress.py
 
 .PHONY: install run profile test benchmark

@@ -33,7 +33,7 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
 }
 NETWORK = "network"
 # The channel dimension whose staircase a kind's tree learns (and the profiler sweeps).
-CHANNEL_DIMS = {
+SWEEP_DIMS = {
     "conv2d": "cout",
     "depthwise_conv2d": "cin",
     "dense": "cout",

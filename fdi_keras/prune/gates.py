@@ -1,6 +1,6 @@
 """Channel gate formulations: how a gate's logit becomes a (differentiable) open/closed gate.
 
-Two are provided and compared in `benchmarks/compression.py`:
+Two are provided and compared in `benchmarks/compressors.py`:
 
 - `hard_concrete` (Louizos, Welling, Kingma, ICLR 2018, "L0 regularization"): a stretched,
   clipped binary-concrete sample during training; the probability that a gate is open is a

@@ -16,7 +16,7 @@ import numpy as np
 from fdi_keras.atomic import atomic_write_bytes
 from fdi_keras.errors import MissingKindError, TreeFormatError
 from fdi_keras.features import FEATURES, compute_features, split_variables
-from fdi_keras.specs import CHANNEL_DIMS, NETWORK, LayerSpec
+from fdi_keras.specs import NETWORK, SWEEP_DIMS, LayerSpec
 from fdi_keras.timing import growth
 from fdi_keras.timing.composition import MIN_NETWORKS, STATISTICS, Composition
 from fdi_keras.timing.leaf import design_matrix, relative_sse
@@ -75,7 +75,7 @@ def sweep_groups(specs: list[LayerSpec]) -> np.ndarray:
     ids: dict[str, int] = {}
     out = []
     for s in specs:
-        rest = {k: v for k, v in s.dims.items() if k != CHANNEL_DIMS.get(s.kind)}
+        rest = {k: v for k, v in s.dims.items() if k != SWEEP_DIMS.get(s.kind)}
         out.append(ids.setdefault(json.dumps([s.kind, rest, s.attrs], sort_keys=True), len(ids)))
     return np.array(out)
 

@@ -2,7 +2,7 @@ import pytest
 
 from fdi_keras.features import compute_features
 from fdi_keras.profiling.sampling import MAX_MACS, sample_configs, sample_held_out
-from fdi_keras.specs import CHANNEL_DIMS, KINDS, NETWORK
+from fdi_keras.specs import KINDS, NETWORK, SWEEP_DIMS
 from fdi_keras.timing.tree import sweep_groups
 
 KERNEL_KINDS = sorted(set(KINDS) - {NETWORK})
@@ -50,7 +50,7 @@ def test_held_out_configs_are_new_and_not_sweeps(kind):
 
 
 def longest_channel_run(specs):
-    groups, dim = sweep_groups(specs), CHANNEL_DIMS.get(specs[0].kind)
+    groups, dim = sweep_groups(specs), SWEEP_DIMS.get(specs[0].kind)
     if dim is None:
         return 1
     longest = 1

@@ -1,7 +1,7 @@
 """Benchmark of latency-steered compression (FastDeepIoT) against its ablations and baselines.
 
-    python benchmarks/compression.py                      # MNIST, UCI HAR, CIFAR-10: ~1.3 h
-    python benchmarks/compression.py --datasets=cifar10   # one dataset; the others' results stay
+    python benchmarks/compressors.py                      # MNIST, UCI HAR, CIFAR-10: ~1.3 h
+    python benchmarks/compressors.py --datasets=cifar10   # one dataset; the others' results stay
 
 Per dataset, side by side in one run, LiteRT fp32, 1 thread: the dense model; FastDeepIoT
 (tree-steered, hard-concrete gates, expansion); the same with straight-through gates; without
@@ -10,6 +10,9 @@ FastDeepIoT model's predicted latency. Each: test accuracy, measured TFLite late
 and median with spread), predicted latency, epochs, wall time; a Pareto plot; the per-epoch
 training overhead of the wrappers and callback. Each dataset has its own section of RESULTS.md
 (`compression_<dataset>`) and its own Pareto plot, so one dataset can be rerun alone.
+
+Not named compression.py: run as a script, that name would shadow the standard library's
+`compression` package (Python 3.14, and its backport, which jax imports under TensorFlow).
 """
 
 from __future__ import annotations
@@ -229,7 +232,7 @@ def dataset_section(name, env, rows, overhead, target):
     dense = rows[0]
     return "\n".join(
         [
-            f"### Compression on {name} (`benchmarks/compression.py --datasets={name}`)",
+            f"### Compression on {name} (`benchmarks/compressors.py --datasets={name}`)",
             "",
             f"Run: {env}. LiteRT XNNPack, 1 thread, fp32, batch 1; every variant measured side "
             f"by side in one run (21 interleaved rounds). Target: predicted "
