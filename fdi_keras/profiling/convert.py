@@ -20,14 +20,18 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def die_with_parent() -> None:
-    """Converter-worker initializer: on Linux, exit when the profiler is killed, instead of
-    lingering with a loaded TensorFlow (prctl PR_SET_PDEATHSIG); a no-op elsewhere."""
+def die_with_parent(parent_pid: int) -> None:
+    """Converter-worker initializer: on Linux, exit when the profiler (`parent_pid`) is
+    killed, instead of lingering with a loaded TensorFlow (prctl PR_SET_PDEATHSIG); a no-op
+    elsewhere. A profiler killed while the worker was still starting died before the signal
+    was armed: the worker then finds itself adopted and exits at once."""
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:
+            os._exit(1)
 
 
 def convert_spec(spec: LayerSpec) -> bytes:

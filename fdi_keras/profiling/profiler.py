@@ -233,7 +233,9 @@ def _run_locked(runners, specs, out_dir, batch_size, progress, retry) -> Profile
     context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
     failures = []
     with (
-        cf.ProcessPoolExecutor(1, mp_context=context, initializer=die_with_parent) as pool,
+        cf.ProcessPoolExecutor(
+            1, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+        ) as pool,
         tqdm(
             total=len(specs),
             initial=len(specs) - len(todo),
