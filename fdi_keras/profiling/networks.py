@@ -104,37 +104,35 @@ class _Builder:
         return self.keras.Model(inputs, x)
 
 
-def _macs(model) -> float:
+def _draw(seed: int):
+    """(model, its runtime kernels) of the random network of `seed`: draws are redrawn from
+    the same seed's stream until one fits the MAC and weight budget."""
     from fdi_keras.features import compute_features
     from fdi_keras.kernels import model_kernels
 
-    return sum(
-        compute_features(k.spec)["flops"] / 2
-        for k in model_kernels(model)
-        if k.spec.kind in ("conv2d", "depthwise_conv2d", "dense")
-    )
-
-
-def random_network(seed: int):
-    """The random network of `seed` (deterministic), within the MAC and weight budget.
-
-    Draws are redrawn from the same seed's stream until one fits the budget.
-    """
     rng = np.random.default_rng([seed, 0x6E6574])
     while True:
         model = _Builder(rng).build()
-        if model.count_params() <= MAX_PARAMS and _macs(model) <= MAX_MACS:
-            return model
+        kernels = model_kernels(model)
+        macs = sum(
+            compute_features(k.spec)["flops"] / 2
+            for k in kernels
+            if k.spec.kind in ("conv2d", "depthwise_conv2d", "dense")
+        )
+        if model.count_params() <= MAX_PARAMS and macs <= MAX_MACS:
+            return model, kernels
+
+
+def random_network(seed: int):
+    """The random network of `seed` (deterministic), within the MAC and weight budget."""
+    return _draw(seed)[0]
 
 
 @functools.lru_cache(maxsize=4096)
 def network_kernel_specs(seed: int, dtype: str = "float32", threads: int = 1) -> tuple:
     """The runtime kernels of network `seed` as `LayerSpec`s in `dtype` and `threads`."""
-    from fdi_keras.kernels import model_kernels
-
     return tuple(
-        LayerSpec(k.spec.kind, k.spec.dims, k.spec.attrs, dtype, threads)
-        for k in model_kernels(random_network(seed))
+        LayerSpec(k.spec.kind, k.spec.dims, k.spec.attrs, dtype, threads) for k in _draw(seed)[1]
     )
 
 

@@ -38,11 +38,10 @@ BANDWIDTHS_GBPS = (*np.geomspace(1, 100, 41), np.inf)  # inf: no memory-bound te
 MIN_NETWORKS = 10
 
 
-def memory_excess(single_us: float, spec, bandwidth_gbps: float) -> float:
-    """How much longer reading `spec`'s weights at `bandwidth_gbps` takes than its
-    single-kernel time (0 when the kernel computes longer than it reads)."""
-    weight_bytes = compute_features(spec)["param_bytes"]
-    return max(0.0, weight_bytes / (bandwidth_gbps * 1e3) - single_us)  # GB/s = 1e3 B/us
+def memory_excess(single_us, weight_bytes, bandwidth_gbps: float):
+    """How much longer reading `weight_bytes` at `bandwidth_gbps` takes than the kernel's
+    single-kernel time (0 when it computes longer than it reads); element-wise on arrays."""
+    return np.maximum(0.0, weight_bytes / (bandwidth_gbps * 1e3) - single_us)  # GB/s = 1e3 B/us
 
 
 def kernel_terms(single_us: float, spec) -> np.ndarray:
@@ -104,8 +103,14 @@ class Composition:
         x = np.array([np.sum([kernel_terms(t, s) for t, s in n], axis=0) for n in networks])
         x[:, 0] = 1.0
 
+        # Per network, its kernels' single times and weight bytes, read once for every bandwidth.
+        singles = [np.array([t for t, _ in n]) for n in networks]
+        weights = [np.array([compute_features(s)["param_bytes"] for _, s in n]) for n in networks]
+
         def memory(bandwidth):
-            return np.array([sum(memory_excess(t, s, bandwidth) for t, s in n) for n in networks])
+            return np.array(
+                [memory_excess(t, w, bandwidth).sum() for t, w in zip(singles, weights)]
+            )
 
         def choose(rows):
             """(error, bandwidth, weights) of the best bandwidth, fitted on `rows` only."""
@@ -136,7 +141,8 @@ class Composition:
     def kernel_us(self, single_us: float, spec) -> float:
         """Kernel `spec`'s time inside a model, given its single-kernel time `single_us`."""
         linear = float(kernel_terms(single_us, spec)[1:] @ self.weights()[1:])
-        return max(0.0, linear) + memory_excess(single_us, spec, self.bandwidth_gbps)
+        weight_bytes = compute_features(spec)["param_bytes"]
+        return max(0.0, linear) + float(memory_excess(single_us, weight_bytes, self.bandwidth_gbps))
 
     def weights(self) -> np.ndarray:
         return np.array([getattr(self, t) for t in TERMS])

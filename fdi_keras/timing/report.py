@@ -8,21 +8,17 @@ import numpy as np
 
 from fdi_keras.timing.composition import STATISTICS
 from fdi_keras.timing.evaluate import accuracy, format_accuracy
-from fdi_keras.timing.tree import TimingTree, rows_to_dataset, sweep_groups
+from fdi_keras.timing.tree import TimingTree, held_out_sweeps, rows_to_dataset
 
 
 def holdout_accuracy(rows: list[dict], tree_factory=TimingTree, fraction=0.2, seed=1) -> dict:
     """Per kind, accuracy of a tree fitted without about `fraction` of the rows, on them; whole
-    sweeps are held out (`sweep_groups`), never near-copies of fitted rows."""
+    sweeps are held out (`held_out_sweeps`), never near-copies of fitted rows."""
     data = rows_to_dataset(rows)
     rng = np.random.default_rng(seed)
     specs_tr, y_tr, held = [], [], {}
     for kind, (specs, y) in data.items():
-        groups = sweep_groups(specs)
-        order = rng.permutation(groups.max() + 1)
-        sizes = np.bincount(groups)[order]
-        cut = np.searchsorted(np.cumsum(sizes), fraction * len(y)) + 1 if len(y) >= 20 else 0
-        is_held = np.isin(groups, order[:cut])
+        is_held = held_out_sweeps(specs, fraction, rng) & (len(y) >= 20)  # none of few rows
         held[kind] = ([s for s, h in zip(specs, is_held) if h], y[is_held])
         specs_tr += [s for s, h in zip(specs, is_held) if not h]
         y_tr += list(y[~is_held])

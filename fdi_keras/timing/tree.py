@@ -80,6 +80,15 @@ def sweep_groups(specs: list[LayerSpec]) -> np.ndarray:
     return np.array(out)
 
 
+def held_out_sweeps(specs: list[LayerSpec], fraction: float, rng) -> np.ndarray:
+    """A boolean mask holding out whole sweeps (`sweep_groups`), drawn in `rng`'s random
+    order until about `fraction` of the rows are held out."""
+    groups = sweep_groups(specs)
+    order = rng.permutation(groups.max() + 1)
+    cut = np.searchsorted(np.cumsum(np.bincount(groups)[order]), fraction * len(specs)) + 1
+    return np.isin(groups, order[:cut])
+
+
 def _check_statistic(statistic):
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {STATISTICS}. Received: {statistic!r}")
@@ -238,11 +247,7 @@ class TimingTree:
         `validation_fraction` of the rows (none for kinds with too few rows to prune)."""
         if len(specs) < 4 * self.min_samples_leaf or not self.validation_fraction:
             return np.array([], dtype=int), np.arange(len(specs))
-        groups = sweep_groups(specs)
-        order = np.random.default_rng(self.seed).permutation(groups.max() + 1)
-        sizes = np.bincount(groups)[order]
-        held = order[: np.searchsorted(np.cumsum(sizes), self.validation_fraction * len(specs)) + 1]
-        is_val = np.isin(groups, held)
+        is_val = held_out_sweeps(specs, self.validation_fraction, np.random.default_rng(self.seed))
         return np.flatnonzero(is_val), np.flatnonzero(~is_val)
 
     def _fit_kind(self, specs, y) -> dict:
