@@ -1,15 +1,25 @@
-"""Benchmark of latency-steered compression (FastDeepIoT) against its ablations and baselines.
+"""Equal-budget comparison of FastDeepIoT compression with what a practitioner would try instead.
 
-    python benchmarks/compressors.py                      # MNIST, UCI HAR, CIFAR-10: ~1.3 h
-    python benchmarks/compressors.py --datasets=cifar10   # one dataset; the others' results stay
+    python benchmarks/compressors.py --tree=profiles/this_cpu/timing_tree.json
+    python benchmarks/compressors.py --tasks=har --speedups=3 --seeds=0,1
+    python benchmarks/compressors.py --quick        # a smoke run of every method, minutes
 
-Per dataset, side by side in one run, LiteRT fp32, 1 thread: the dense model; FastDeepIoT
-(tree-steered, hard-concrete gates, expansion); the same with straight-through gates; without
-expansion; with a FLOPs cost instead of the tree; and L1-magnitude channel pruning at the
-FastDeepIoT model's predicted latency. Each: test accuracy, measured TFLite latency (minimum,
-and median with spread), predicted latency, epochs, wall time; a Pareto plot; the per-epoch
-training overhead of the wrappers and callback. Each dataset has its own section of RESULTS.md
-(`compression_<dataset>`) and its own Pareto plot, so one dataset can be rerun alone.
+Per task, one teacher is trained once (cached under --out_dir with its epochs and accuracy);
+then, from the same teacher, every compressor gets the same budget of `budget` epochs on the
+same data (Adam, batch 64), at each predicted-speedup target (the teacher's latency predicted
+on --tree divided by the speedup):
+
+- "uniform (scratch)": one width ratio for every layer, trained from a fresh initialization;
+- "L1 uniform": the same ratio, each layer's largest-L1 filters kept, then fine-tuned;
+- "knapsack (HALP)": Taylor importance maximized under the tree's latency, gradual;
+- "FLOPs cost": the project's method steered by a FLOPs-linear cost fitted on the same
+  profile instead of the tree;
+- "FastDeepIoT": `fdi_keras.compress.compress` with its defaults.
+
+Every compressed model is saved with its accuracy as soon as it is done (a killed run resumes
+where it stopped); then all the task's models, and the teacher twice (the noise floor), are
+timed side by side in one interleaved LiteRT run (fp32, 1 thread). Each task writes its section
+of benchmarks/RESULTS.md (`compression_<task>`) and a Pareto plot (compression_<task>.png).
 
 Not named compression.py: run as a script, that name would shadow the standard library's
 `compression` package (Python 3.14, and its backport, which jax imports under TensorFlow).
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
 import time
@@ -29,101 +40,169 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import COUNTS, environment, table, write_section  # noqa: E402
+from benchmarks import baselines  # noqa: E402
+from benchmarks.common import environment, table, write_section  # noqa: E402
 from examples import models  # noqa: E402
-from fdi_keras import datasets, latency_aware, predict_latency, strip  # noqa: E402
-from fdi_keras.compress import CosineAnnealing, compress  # noqa: E402
+from fdi_keras import datasets, latency_aware, predict_latency  # noqa: E402
+from fdi_keras.atomic import atomic_write_bytes  # noqa: E402
+from fdi_keras.compress import compress, finetune  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
 from fdi_keras.plots import pareto_figure  # noqa: E402
-from fdi_keras.profiling import LocalRunner, run_profile, sample_all  # noqa: E402
-from fdi_keras.prune.regularizer import gate_groups  # noqa: E402
+from fdi_keras.profiling import read_rows  # noqa: E402
 from fdi_keras.timing import FlopsLinear, TimingTree, rows_to_dataset  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list(
-    "datasets",
-    ["mnist", "har", "cifar10"],
-    "Any of mnist, har, cifar10 (each found as fdi_keras.datasets documents).",
-)
+flags.DEFINE_list("tasks", ["mnist", "har", "cifar10_resnet20"], "Tasks (see TASKS).")
 flags.DEFINE_string(
-    "profile_dir",
-    "benchmarks/out/timing_model/profile",
-    "Profile of this CPU (extended with the kinds these models need).",
+    "tree",
+    "profiles/this_cpu/timing_tree.json",
+    "This CPU's timing tree (`make profile`); its profile.jsonl beside it fits the FLOPs cost.",
 )
+flags.DEFINE_list("speedups", ["2", "3", "4"], "Predicted speedups asked of every compressor.")
+flags.DEFINE_list("methods", None, "Subset of METHODS (default: all).")
+flags.DEFINE_list("seeds", ["0"], "Seeds of the compression runs (the teacher's is 0).")
+flags.DEFINE_string("out_dir", "benchmarks/out/compression", "Teachers, models and run logs.")
 flags.DEFINE_string(
     "data_dir", None, "Folder of the .npz datasets (default: $FDI_DATA, ../shared/data, download)."
 )
-flags.DEFINE_float("target_speedup", 3.0, "Predicted speedup asked of every compressor.")
-flags.DEFINE_float("epoch_scale", 1.0, "Multiplies every epoch count (0.1 for a smoke run).")
+flags.DEFINE_bool("quick", False, "2,000 training / 500 test samples, 1-2 epochs, 3x only.")
+flags.DEFINE_bool("write", None, "Write RESULTS.md and the plots (default: unless --quick).")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SETUPS = {  # model, data loader, dense epochs, compression epochs, fine-tune epochs
-    "mnist": (models.lenet5, datasets.mnist, 3, 4, 1),
-    "har": (models.deepsense_har, datasets.uci_har, 15, 8, 3),
-    # Half the default widths: an epoch of 30,000 images takes ~1 min here instead of ~2.5.
-    "cifar10": (lambda: models.cifar_cnn((32, 32, 64, 64, 128)), datasets.cifar10, 10, 5, 2),
+
+
+# name: (teacher builder, loader, training samples (None: all), teacher epochs, budget epochs)
+TASKS = {
+    "mnist": (models.lenet5, datasets.mnist, None, 4, 4),
+    "har": (models.deepsense_har, datasets.uci_har, None, 15, 8),
+    # CIFAR-10 is cut to 20,000 training images (an epoch of ResNet-20 takes ~1 min on 2 cores).
+    "cifar10_resnet20": (models.resnet20, datasets.cifar10, 20000, 12, 4),
+    "cifar10_mobilenetv2": (models.mobilenet_v2_cifar, datasets.cifar10, 20000, 12, 4),
 }
-KINDS = {**COUNTS, "gru": 600}  # the timing benchmark's profile, plus what HAR needs
 
 
-def device_trees():
-    rows = run_profile([LocalRunner()], sample_all(list(KINDS), KINDS), FLAGS.profile_dir).rows
-    tree = TimingTree().fit_rows(rows)
-    specs, y = [], []
-    for s, t in rows_to_dataset(rows).values():
-        specs += s
-        y += list(t)
-    return tree, FlopsLinear().fit(specs, np.array(y)).as_tree()
+def fastdeepiot(teacher, tree, x, y, target_ms, budget, cost_tree=None):
+    """`compress` with its defaults, its epochs split between gated training and fine-tuning.
+    With a `cost_tree`, the target is the same speedup in that cost's own units."""
+    tune = max(1, budget // 2)
+    if cost_tree is not None:
+        ratio = target_ms / predict_latency(teacher, tree).total_ms
+        target_ms = ratio * predict_latency(teacher, cost_tree).total_ms
+    return compress(
+        teacher, tree, x, y, target_ms, max(1, budget - tune), tune, cost_tree=cost_tree
+    ).model
 
 
-def filter_norms(wrapper) -> np.ndarray:
-    """L1 norm of each output channel's (unit's) incoming weights."""
-    layer = wrapper.layer
-    if isinstance(layer, (keras.layers.GRU, keras.layers.LSTM)):
-        kernel = keras.ops.convert_to_numpy(layer.cell.kernel)
-        return np.abs(kernel).reshape(kernel.shape[0], -1, wrapper.channels).sum((0, 1))
-    kernel = (
-        layer.pointwise_kernel
-        if isinstance(layer, keras.layers.SeparableConv2D)
-        else (layer.kernel)
-    )
-    return np.abs(keras.ops.convert_to_numpy(kernel)).reshape(-1, wrapper.channels).sum(0)
+METHODS = {
+    "uniform (scratch)": lambda t, tree, flops, x, y, ms, e: baselines.uniform_scratch(
+        t, tree, x, y, ms, e
+    ),
+    "L1 uniform": lambda t, tree, flops, x, y, ms, e: baselines.l1_uniform(t, tree, x, y, ms, e),
+    "knapsack (HALP)": lambda t, tree, flops, x, y, ms, e: baselines.knapsack(t, tree, x, y, ms, e),
+    "FLOPs cost": lambda t, tree, flops, x, y, ms, e: fastdeepiot(t, tree, x, y, ms, e, flops),
+    "FastDeepIoT": lambda t, tree, flops, x, y, ms, e: fastdeepiot(t, tree, x, y, ms, e),
+}
 
 
-def l1_prune(dense, tree, target_ms):
-    """Uniform L1-magnitude channel pruning whose predicted latency matches `target_ms`."""
-    gated = latency_aware(dense)
-    groups = gate_groups(gated)
-    norms = {root: sum(filter_norms(w) for w in ws) for root, ws in groups.items()}
-
-    def apply(ratio):
-        for root, ws in groups.items():
-            keep = max(1, int(round(ratio * len(norms[root]))))
-            logits = np.full(len(norms[root]), -9.0)
-            logits[np.argsort(-norms[root])[:keep]] = 9.0
-            for w in ws:
-                w.set_gate_logits(logits)
-        return predict_latency(gated, tree).total_ms
-
-    lo, hi = 0.02, 1.0
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if apply(mid) < target_ms else (lo, mid)
-    apply(lo)
-    return strip(gated)
+def flops_cost(tree_path: str) -> TimingTree:
+    """FLOPs-linear per kind, fitted on the rows of the tree's own profile."""
+    rows = read_rows(os.path.join(os.path.dirname(tree_path), "profile.jsonl"))
+    tree = TimingTree.load(tree_path)
+    data = {k: v for k, v in rows_to_dataset(rows).items() if k in tree.kinds_}
+    specs = [s for sp, _ in data.values() for s in sp]
+    return FlopsLinear().fit(specs, np.concatenate([t for _, t in data.values()])).as_tree()
 
 
-def fit(model, x, y, epochs, batch_size=64):
-    """Adam at 1e-3 annealed to 0 (as compress() fine-tunes), so every model ends at a minimum."""
-    model.compile(
-        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
+def accuracy(model, x, y) -> float:
+    return float(np.mean(model.predict(x, batch_size=256, verbose=0).argmax(-1) == y))
+
+
+def load_task(name):
+    build, load, samples, teacher_epochs, budget = TASKS[name]
+    (x, y), (x_test, y_test) = load(FLAGS.data_dir)
+    x, y = x[:samples], y[:samples]  # the loaders shuffle CIFAR-10's class-grouped rows
+    if FLAGS.quick:
+        test = np.random.default_rng(0).choice(len(y_test), 500, replace=False)
+        x, y, x_test, y_test = x[:2000], y[:2000], x_test[test], y_test[test]
+        teacher_epochs, budget = 2, 2
+    return build, (x, y), (x_test, y_test), teacher_epochs, budget
+
+
+def teacher_for(name, build, x, y, x_test, y_test, epochs, task_dir):
+    """The task's teacher, trained once (Adam 1e-3, cosine to 0) and cached with its record."""
+    path, record_path = (os.path.join(task_dir, f) for f in ("teacher.keras", "teacher.json"))
+    wanted = {"epochs": epochs, "samples": len(x), "test_samples": len(x_test), "seed": 0}
+    if os.path.exists(record_path):
+        with open(record_path) as f:
+            record = json.load(f)
+        if {k: record.get(k) for k in wanted} == wanted and os.path.exists(path):
+            return keras.models.load_model(path), record
+    keras.utils.set_random_seed(0)
+    teacher = build()
     start = time.time()
-    if epochs:
-        model.fit(
-            x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[CosineAnnealing()]
-        )
-    return time.time() - start
+    finetune(teacher, x, y, epochs)
+    record = wanted | {
+        "seconds": time.time() - start,
+        "accuracy": accuracy(teacher, x_test, y_test),
+    }
+    teacher.save(path)
+    atomic_write_bytes(record_path, json.dumps(record).encode())
+    print(f"{name}: teacher {record}", flush=True)
+    return teacher, record
+
+
+def read_runs(path) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_task(name, tree, flops):
+    build, (x, y), (x_test, y_test), teacher_epochs, budget = load_task(name)
+    task_dir = os.path.join(FLAGS.out_dir, name + ("_quick" if FLAGS.quick else ""))
+    os.makedirs(task_dir, exist_ok=True)
+    teacher, record = teacher_for(name, build, x, y, x_test, y_test, teacher_epochs, task_dir)
+    teacher_ms = predict_latency(teacher, tree).total_ms
+    runs_path = os.path.join(task_dir, "runs.jsonl")
+    speedups = ["3"] if FLAGS.quick else FLAGS.speedups
+    for speedup in map(float, speedups):
+        for method in FLAGS.methods or METHODS:
+            for seed in map(int, FLAGS.seeds):
+                key = {"method": method, "speedup": speedup, "seed": seed, "budget": budget}
+                if any({k: r[k] for k in key} == key for r in read_runs(runs_path)):
+                    continue  # done by an earlier, interrupted run
+                keras.utils.set_random_seed(seed)
+                start = time.time()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    model = METHODS[method](
+                        teacher, tree, flops, x, y, teacher_ms / speedup, budget
+                    )
+                seconds = time.time() - start
+                file = f"{method.split()[0]}_{speedup:g}x_seed{seed}.keras".replace("/", "_")
+                model.save(os.path.join(task_dir, file))
+                run = key | {
+                    "file": file,
+                    "accuracy": accuracy(model, x_test, y_test),
+                    "predicted_ms": predict_latency(model, tree).total_ms,
+                    "params": model.count_params(),
+                    "seconds": seconds,
+                }
+                print(name, run, flush=True)
+                with open(runs_path, "a") as f:  # one line per finished run
+                    f.write(json.dumps(run) + "\n")
+    wanted = (set(map(float, speedups)), set(FLAGS.methods or METHODS), set(map(int, FLAGS.seeds)))
+    runs = [
+        r
+        for r in read_runs(runs_path)
+        if r["budget"] == budget
+        and (r["speedup"], r["method"], r["seed"])
+        in {(s, m, d) for s in wanted[0] for m in wanted[1] for d in wanted[2]}
+    ]
+    result = measured(teacher, tree, runs, task_dir)
+    if not FLAGS.quick:
+        result["overhead"] = epoch_overhead(teacher, tree, teacher_ms / 3, x, y)
+    return result, record, teacher_ms, budget
 
 
 OVERHEAD_SAMPLES = 15000  # examples per timed epoch of the training-overhead measurement
@@ -163,133 +242,137 @@ def epoch_overhead(dense, tree, target_ms, x, y, rounds=3, samples=OVERHEAD_SAMP
     return {name: float(np.median(t)) for name, t in times.items()} | {"ratios": ratios}
 
 
-def run_dataset(name, tree, flops_tree):
-    build, load, dense_epochs, comp_epochs, ft_epochs = SETUPS[name]
-    scale = lambda e: max(1, int(round(e * FLAGS.epoch_scale)))  # noqa: E731
-    (x, y), (x_test, y_test) = load(FLAGS.data_dir)
-    keras.utils.set_random_seed(0)
-    dense = build()
-    dense_seconds = fit(dense, x, y, scale(dense_epochs))
-    dense_ms = predict_latency(dense, tree).total_ms
-    target = dense_ms / FLAGS.target_speedup
-    variants = {"dense": (dense, dense_seconds, scale(dense_epochs))}
-    for label, kwargs in (
-        ("FastDeepIoT", {}),
-        ("straight-through gates", {"gate": "straight_through"}),
-        ("no expansion", {"expand": False}),
-        ("FLOPs cost", {"cost_tree": flops_tree}),
-    ):
-        keras.utils.set_random_seed(0)
-        r = compress(dense, tree, x, y, target, scale(comp_epochs), scale(ft_epochs), **kwargs)
-        variants[label] = (r.model, r.seconds, r.epochs)
-    fdi_pred = predict_latency(variants["FastDeepIoT"][0], tree).total_ms
-    start = time.time()
-    l1 = l1_prune(dense, tree, fdi_pred)
-    seconds = time.time() - start + fit(l1, x, y, scale(comp_epochs) + scale(ft_epochs))
-    variants["L1 magnitude (matched latency)"] = (
-        l1,
-        seconds,
-        scale(comp_epochs) + scale(ft_epochs),
-    )
+def measured(teacher, tree, runs, task_dir):
+    """Times the teacher (twice: the noise floor) and every run's model side by side."""
     with contextlib.redirect_stdout(io.StringIO()):
-        flatbuffers = [to_tflite(m) for m, _, _ in variants.values()]
+        flatbuffers = [to_tflite(teacher)] * 2 + [
+            to_tflite(keras.models.load_model(os.path.join(task_dir, r["file"]))) for r in runs
+        ]
     timings = measure_latency(flatbuffers, rounds=21)
-    rows = []
-    for (label, (model, seconds, epochs)), t in zip(variants.items(), timings):
-        acc = float(
-            np.mean(np.argmax(model.predict(x_test, verbose=0, batch_size=256), -1) == y_test)
-        )
-        rows.append(
-            dict(
-                label=label,
-                acc=acc,
-                ms=t.min_ms,
-                median=t.median_ms,
-                spread=t.spread,
-                pred=predict_latency(model, tree).total_ms,
-                epochs=epochs,
-                seconds=seconds,
-                params=model.count_params(),
-            )
-        )
-    overhead = epoch_overhead(dense, tree, target, x, y)
-    return rows, overhead, target
+    for run, t in zip(runs, timings[2:]):
+        run |= {"ms": t.min_ms, "median": t.median_ms, "spread": t.spread}
+    return {"teacher": timings[0], "teacher again": timings[1], "runs": runs}
 
 
-def pareto_plot(name, rows):
-    """Accuracy against measured latency (hollow: predicted), a point per variant, to
-    compression_<name>.png."""
-    runs = [
-        dict(method=r["label"], accuracy=100 * r["acc"], latency_ms=r["ms"], predicted_ms=r["pred"])
-        for r in rows
+def fastest_at(runs, method, accuracy_floor):
+    ok = [r["ms"] for r in runs if r["method"] == method and r["accuracy"] >= accuracy_floor]
+    return min(ok) if ok else None
+
+
+def section(name, env, result, record, teacher_ms, budget) -> str:
+    runs, t0, t1 = result["runs"], result["teacher"], result["teacher again"]
+    floor = abs(t0.min_ms - t1.min_ms) / min(t0.min_ms, t1.min_ms)
+    header = [
+        "target",
+        "method",
+        "seed",
+        "accuracy",
+        "measured ms (min)",
+        "median ms (spread)",
+        "predicted ms",
+        "measured speedup",
+        "params",
+        "wall s",
     ]
-    fig = pareto_figure(runs, title=name)
-    fig.axes[0].set(xlabel="latency (ms, LiteRT, 1 thread)", ylabel="test accuracy (%)")
-    fig.savefig(os.path.join(HERE, f"compression_{name}.png"), dpi=110)
-
-
-def dataset_section(name, env, rows, overhead, target):
-    dense = rows[0]
-    return "\n".join(
-        [
-            f"### Compression on {name} (`benchmarks/compressors.py --datasets={name}`)",
-            "",
-            f"Run: {env}. LiteRT XNNPack, 1 thread, fp32, batch 1; every variant measured side "
-            f"by side in one run (21 interleaved rounds). Target: predicted "
-            f"{FLAGS.target_speedup:g}x faster than the dense model ({target:.3f} ms).",
-            "",
-            table(
-                [
-                    "model",
-                    "accuracy",
-                    "measured ms (min)",
-                    "median ms (spread)",
-                    "predicted ms",
-                    "measured speedup",
-                    "predicted speedup",
-                    "params",
-                    "epochs",
-                    "wall s",
-                ],
-                [
-                    [
-                        r["label"],
-                        f"{100 * r['acc']:.2f}%",
-                        f"{r['ms']:.3f}",
-                        f"{r['median']:.3f} ({100 * r['spread']:.1f}%)",
-                        f"{r['pred']:.3f}",
-                        f"{dense['ms'] / r['ms']:.2f}x",
-                        f"{dense['pred'] / r['pred']:.2f}x",
-                        r["params"],
-                        r["epochs"],
-                        f"{r['seconds']:.0f}",
-                    ]
-                    for r in rows
-                ],
-            ),
-            "",
-            f"Training overhead of wrappers + callback: {overhead['gated']:.1f} s vs "
+    rows = [
+        ["-", "teacher", 0, f"{100 * record['accuracy']:.2f}%", f"{t0.min_ms:.3f}",
+         f"{t0.median_ms:.3f} ({100 * t0.spread:.1f}%)", f"{teacher_ms:.3f}", "1.00x",
+         "-", f"{record['seconds']:.0f}"]
+    ]  # fmt: skip
+    for r in sorted(runs, key=lambda r: (r["speedup"], list(METHODS).index(r["method"]))):
+        rows.append(
+            [
+                f"{r['speedup']:g}x",
+                r["method"],
+                r["seed"],
+                f"{100 * r['accuracy']:.2f}%",
+                f"{r['ms']:.3f}",
+                f"{r['median']:.3f} ({100 * r['spread']:.1f}%)",
+                f"{r['predicted_ms']:.3f}",
+                f"{t0.min_ms / r['ms']:.2f}x",
+                r["params"],
+                f"{r['seconds']:.0f}",
+            ]
+        )
+    verdicts = []
+    for speedup in sorted({r["speedup"] for r in runs}):
+        at = [r for r in runs if r["speedup"] == speedup]
+        mean = {
+            m: np.mean([r["accuracy"] for r in at if r["method"] == m])
+            for m in {r["method"] for r in at}
+        }
+        if "FastDeepIoT" not in mean or len(mean) < 2:
+            continue
+        best = max((m for m in mean if m != "FastDeepIoT"), key=mean.get)
+        gap = 100 * (mean["FastDeepIoT"] - mean[best])
+        verdicts.append(
+            f"- {speedup:g}x: FastDeepIoT {100 * mean['FastDeepIoT']:.2f}% vs the best other, "
+            f"{best}, {100 * mean[best]:.2f}% ({gap:+.2f} points)."
+        )
+    near = record["accuracy"] - 0.01
+    fastest = {m: fastest_at(runs, m, near) for m in METHODS}
+    listed = ", ".join(f"{m} {v:.3f} ms" if v else f"{m} none" for m, v in fastest.items())
+    verdicts.append(f"- Fastest model within 1 point of the teacher ({100 * near:.2f}%): {listed}.")
+    overhead = result.get("overhead")
+    if overhead:
+        verdicts.append(
+            f"- Training overhead of the gates + callback: {overhead['gated']:.1f} s vs "
             f"{overhead['plain']:.1f} s per epoch of up to {OVERHEAD_SAMPLES:,} examples, "
-            f"medians of {len(overhead['ratios'])} interleaved epochs: "
+            f"median of {len(overhead['ratios'])} interleaved epochs "
             f"{100 * (np.median(overhead['ratios']) - 1):+.0f}% (rounds: "
             + ", ".join(f"{100 * (r - 1):+.0f}%" for r in overhead["ratios"])
-            + ").",
+            + ")."
+        )
+    return "\n".join(
+        [
+            f"### Compression on {name} (`benchmarks/compressors.py --tasks={name}`)",
+            "",
+            f"Run: {env}{' (--quick)' if FLAGS.quick else ''}. Teacher: {record['epochs']} "
+            f"epochs on {record['samples']:,} training images/windows, tested on "
+            f"{record['test_samples']:,}. Every compressor: {budget} epochs after the teacher "
+            "(Adam 1e-3, batch 64; FastDeepIoT and FLOPs cost: half gated training, half "
+            "fine-tuning with the rate annealed to 0; the others' fine-tuning or training is "
+            "annealed the same way). Targets: the teacher's latency predicted on "
+            f"`{FLAGS.tree}` divided by the speedup. LiteRT XNNPack, 1 thread, fp32, batch 1; "
+            "every model timed side by side (21 interleaved rounds); noise floor, the teacher "
+            f"timed twice in the same run: {100 * floor:.1f}% apart.",
+            "",
+            table(header, rows),
+            "",
+            *verdicts,
             "",
             f"![pareto {name}](compression_{name}.png)",
         ]
     )
 
 
+def pareto_plot(name, result):
+    runs = [
+        dict(
+            method=r["method"],
+            accuracy=100 * r["accuracy"],
+            latency_ms=r["ms"],
+            predicted_ms=r["predicted_ms"],
+        )
+        for r in result["runs"]
+    ]
+    fig = pareto_figure(runs, title=name)
+    fig.axes[0].set(xlabel="measured latency (ms, LiteRT fp32, 1 thread)", ylabel="accuracy (%)")
+    fig.savefig(os.path.join(HERE, f"compression_{name}.png"), dpi=110)
+
+
 def main(argv):
     del argv
     env = environment()
-    tree, flops_tree = device_trees()
-    for name in FLAGS.datasets:
-        rows, overhead, target = run_dataset(name, tree, flops_tree)
-        pareto_plot(name, rows)
-        section = dataset_section(name, env, rows, overhead, target)
-        write_section(f"compression_{name}", section)
-        print(section)
+    tree = TimingTree.load(FLAGS.tree)
+    flops = flops_cost(FLAGS.tree)
+    for name in FLAGS.tasks:
+        result, record, teacher_ms, budget = run_task(name, tree, flops)
+        text = section(name, env, result, record, teacher_ms, budget)
+        print(text, flush=True)
+        if FLAGS.write if FLAGS.write is not None else not FLAGS.quick:
+            pareto_plot(name, result)
+            write_section(f"compression_{name}", text)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""fp32 vs int8 post-training quantization (PTQ) vs int8 quantization-aware training (QAT).
+"""fp32 vs int8 post-training quantization (PTQ) vs int8 quantization-aware training (QAT)
+of models compressed by the project.
 
-For small models of the sizes compression leaves (stand-ins trained here, not compressed in
-this run) on MNIST (LeNet-5 layout), UCI HAR (DeepSense-style Conv1D + GRU, and the same
-without the GRU) and CIFAR-10 (VGG-style CNN): test accuracy, flatbuffer size and measured
-latency (LiteRT XNNPack, 1 thread, batch 1, every variant of a dataset timed side by side in
-one interleaved run), written to the "quantization" section of benchmarks/RESULTS.md.
+On MNIST (LeNet-5), UCI HAR (DeepSense-style Conv1D + GRU, and the same without the GRU) and
+CIFAR-10 (VGG-style CNN), a teacher is trained, compressed to --target_speedup (predicted on
+--tree) and stripped by `fdi_keras.compress.compress`; the compressed model is then exported in
+fp32, int8 PTQ and int8 QAT. Reported: test accuracy, flatbuffer size, measured latency
+(LiteRT XNNPack, 1 thread, batch 1, every variant of a model timed side by side in one
+interleaved run) and the predicted latency (fp32 tree for fp32, --int8_tree for the int8
+variants), written to the "quantization" section of benchmarks/RESULTS.md.
 
-python benchmarks/quantization.py            # about 13 minutes on 2 cores
-python benchmarks/quantization.py --quick    # about 3 minutes; writes nothing unless --write
+python benchmarks/quantization.py --tree=profiles/this_cpu/timing_tree.json \
+    --int8_tree=profiles/int8/timing_tree.json    # about 25 minutes on 2 cores
+python benchmarks/quantization.py --quick ...     # a few minutes; writes nothing unless --write
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import environment, table, write_section  # noqa: E402
 from examples import models  # noqa: E402
 from fdi_keras import TimingTree, datasets, predict_latency, qat  # noqa: E402
-from fdi_keras.compress import CosineAnnealing  # noqa: E402
-from fdi_keras.errors import UnsupportedLayerError  # noqa: E402
+from fdi_keras.compress import CosineAnnealing, compress  # noqa: E402
+from fdi_keras.errors import MissingKindError, UnsupportedLayerError  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -38,6 +42,10 @@ flags.DEFINE_bool("quick", False, "4,000 training and 500 test samples, one epoc
 flags.DEFINE_bool("write", None, "Write RESULTS.md (default: yes, unless --quick).")
 flags.DEFINE_float("qat_lr", 1e-4, "Initial Adam learning rate of the QAT fine-tuning.")
 flags.DEFINE_integer("calibration", 200, "Training samples that calibrate int8 conversion.")
+flags.DEFINE_string(
+    "tree", "profiles/this_cpu/timing_tree.json", "This CPU's fp32 tree: steers compression."
+)
+flags.DEFINE_float("target_speedup", 2.0, "Predicted speedup asked of compression.")
 flags.DEFINE_string(
     "int8_tree", None, "A timing tree profiled with --dtype=int8: predict the int8 variants too."
 )
@@ -51,15 +59,18 @@ def har_conv_only(widths=(16, 16, 16), classes=6) -> keras.Model:
     return models.deepsense_har(widths, units=None, classes=classes, name="har_conv_only")
 
 
-# name: (loader, model builder, training samples, fp32 epochs, QAT epochs); the training sets
-# are cut to keep the whole run near 15 minutes on 2 cores.
+# name: (loader, teacher builder, training samples, teacher epochs, compression epochs,
+# fine-tuning epochs after strip, QAT epochs); the teachers are benchmarks/compressors.py's and
+# the training sets are cut to keep the whole run near 25 minutes on 2 cores.
 CASES = {
-    "mnist": [(datasets.mnist, lambda: models.lenet5((8, 16, 256, 64)), None, 3, 1)],
+    "mnist": [(datasets.mnist, models.lenet5, None, 3, 2, 1, 1)],
     "har": [
-        (datasets.uci_har, lambda: models.deepsense_har((16, 16, 16), units=16), None, 8, 2),
-        (datasets.uci_har, har_conv_only, None, 8, 2),
+        (datasets.uci_har, models.deepsense_har, None, 10, 6, 2, 2),
+        (datasets.uci_har, lambda: har_conv_only((64, 64, 64)), None, 10, 6, 2, 2),
     ],
-    "cifar10": [(datasets.cifar10, lambda: models.cifar_cnn((16, 24, 32, 48, 64)), 20000, 8, 1)],
+    "cifar10": [
+        (datasets.cifar10, lambda: models.cifar_cnn((32, 32, 64, 64, 128)), 20000, 6, 3, 1, 1)
+    ],
 }
 
 
@@ -85,7 +96,7 @@ def post_training_int8(model: keras.Model, calibration: np.ndarray) -> bytes:
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             crash = f"crashed with signal {-done.returncode}" if done.returncode < 0 else last
-            raise RuntimeError(f"the post-training int8 conversion {crash}")
+            raise RuntimeError(f"the post-training int8 conversion failed: {crash}")
         with open(paths[2], "rb") as f:
             return f.read()
 
@@ -114,24 +125,42 @@ def control(model, x, y, x_test, y_test, epochs: int) -> list:
     twin.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
     acc = accuracy(twin.predict(x_test, batch_size=256, verbose=0), y_test)
     note = f"control: +{epochs} fp32 epochs like QAT's; timing as fp32"
-    return ["fp32 + QAT's epochs", f"{100 * acc:.2f}%", "-", "-", "-", note]
+    return ["fp32 + QAT's epochs", f"{100 * acc:.2f}%", "-", "-", "-", "-", note]
 
 
-def run_case(loader, build, samples, epochs: int, qat_epochs: int) -> tuple[str, list[list]]:
+def compressed(teacher, x, y, x_test, y_test, epochs, finetune_epochs) -> tuple:
+    """The teacher compressed to --target_speedup (predicted) and stripped; its description."""
+    tree = TimingTree.load(FLAGS.tree)
+    before = predict_latency(teacher, tree).total_ms
+    result = compress(teacher, tree, x, y, before / FLAGS.target_speedup, epochs, finetune_epochs)
+    teacher_acc = accuracy(teacher.predict(x_test, batch_size=256, verbose=0), y_test)
+    note = (
+        f"teacher {teacher.count_params()} parameters, {100 * teacher_acc:.2f}%, predicted "
+        f"{before:.3f} ms; compressed ({epochs} + {finetune_epochs} fine-tuning epochs, "
+        f"{result.seconds:.0f} s) to predicted {result.predicted_ms_after:.3f} ms "
+        f"({before / result.predicted_ms_after:.2f}x)"
+    )
+    return result.model, tree, note
+
+
+def run_case(
+    loader, build, samples, epochs, compress_epochs, finetune_epochs, qat_epochs
+) -> tuple[str, list[list]]:
     (x, y), (x_test, y_test) = loader(FLAGS.data_dir, download=False)
     x, y = x[:samples], y[:samples]  # the loaders shuffle CIFAR-10's class-grouped rows
     if FLAGS.quick:
         test = np.random.default_rng(0).choice(len(y_test), 500, replace=False)  # mixed classes
         x, y, x_test, y_test = x[:4000], y[:4000], x_test[test], y_test[test]
-        epochs = qat_epochs = 1
+        epochs = compress_epochs = finetune_epochs = qat_epochs = 1
     keras.utils.set_random_seed(0)
-    model = build()
+    teacher = build()
     start = time.time()
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=[CosineAnnealing()])
+    teacher.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    teacher.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=[CosineAnnealing()])
     train_s = time.time() - start
+    model, tree, how = compressed(teacher, x, y, x_test, y_test, compress_epochs, finetune_epochs)
     calibration = x[np.random.default_rng(0).choice(len(x), FLAGS.calibration, replace=False)]
-    variants = {"fp32": (to_tflite(model), f"trained {epochs} epochs, {train_s:.0f} s")}
+    variants = {"fp32": (to_tflite(model), f"teacher trained {epochs} epochs, {train_s:.0f} s")}
     start = time.time()
     try:
         ptq = post_training_int8(model, calibration)
@@ -153,12 +182,13 @@ def run_case(loader, build, samples, epochs: int, qat_epochs: int) -> tuple[str,
         variants["int8 QAT"] = (flatbuffer, f"+{qat_epochs} QAT epochs, {seconds:.0f} s in all")
     except (UnsupportedLayerError, ValueError) as e:
         variants["int8 QAT"] = (None, f"miss: {first_line(e, 400)}")
+    predicted = predictions_ms(model, tree)
     built = {k: v for k, v in variants.items() if v[0] is not None}
     timings = dict(zip(built, measure_latency([v[0] for v in built.values()], threads=1)))
     rows = []
     for name, (flatbuffer, note) in variants.items():
         if flatbuffer is None:
-            rows.append([name, "-", "-", "-", "-", note])
+            rows.append([name, "-", "-", "-", "-", "-", note])
             continue
         predictions = (
             model.predict(x_test, batch_size=256, verbose=0)
@@ -173,22 +203,41 @@ def run_case(loader, build, samples, epochs: int, qat_epochs: int) -> tuple[str,
                 f"{len(flatbuffer) / 1024:.1f}",
                 f"{t.min_ms:.3f}",
                 f"{t.median_ms:.3f} ({100 * t.spread:.1f}%)",
+                predicted[name == "fp32"],
                 note,
             ]
         )
         print(model.name, rows[-1], flush=True)
-    if FLAGS.int8_tree:
-        predicted = predict_latency(model, TimingTree.load(FLAGS.int8_tree)).total_ms
-        for row in rows[1:]:
-            row[-1] += f"; int8 tree predicts {predicted:.3f} ms"
     rows.append(control(model, x, y, x_test, y_test, qat_epochs))
     params = model.count_params()
-    title = f"{model.name}: {params} parameters, {len(x)} training / {len(x_test)} test samples"
-    return title, rows
+    title = (
+        f"{model.name}, compressed: {params} parameters, {len(x)} training / "
+        f"{len(x_test)} test samples"
+    )
+    return title, how, rows
 
 
-def report(results: list[tuple[str, list[list]]], wall_s: float) -> str:
-    header = ["variant", "test accuracy", "KB", "measured ms (min)", "median ms (spread)", "notes"]
+def predictions_ms(model: keras.Model, tree: TimingTree) -> tuple[str, str]:
+    """(int8 prediction, fp32 prediction) as table cells, minima like the measured column."""
+    fp32 = f"{predict_latency(model, tree).total_ms:.3f}"
+    if not FLAGS.int8_tree:
+        return "-", fp32
+    try:
+        return f"{predict_latency(model, TimingTree.load(FLAGS.int8_tree)).total_ms:.3f}", fp32
+    except MissingKindError as e:  # e.g. no int8 GRU profile: no int8 GRU kernel converts here
+        return f"- ({str(e).split(';')[0]})", fp32
+
+
+def report(results: list[tuple[str, str, list[list]]], wall_s: float) -> str:
+    header = [
+        "variant",
+        "test accuracy",
+        "KB",
+        "measured ms (min)",
+        "median ms (spread)",
+        "predicted ms (min)",
+        "notes",
+    ]
     lines = [
         "## Quantization: fp32 vs int8 PTQ vs int8 QAT (`benchmarks/quantization.py`)",
         "",
@@ -202,14 +251,14 @@ def report(results: list[tuple[str, list[list]]], wall_s: float) -> str:
         "(int8 inside). fp32 training: Adam 1e-3 annealed to 0 along a cosine "
         "(`fdi_keras.compress.CosineAnnealing`). Control row: the fp32 model fine-tuned exactly "
         "as QAT fine-tunes, without quantization, to separate the extra training from the "
-        "quantization. The models are plain small models trained here with the widths "
-        "compression leaves, standing in for compressed ones (not stripped by the project in "
-        f"this run). Wall: {wall_s:.0f} s.",
+        "quantization. Each model is a teacher compressed by `fdi_keras.compress.compress` to "
+        f"{FLAGS.target_speedup:g}x predicted speed on {FLAGS.tree} (the fp32 tree, which "
+        f"also predicts the fp32 row) and stripped. Wall: {wall_s:.0f} s.",
         "",
-        f"int8 tree predictions from {FLAGS.int8_tree}." if FLAGS.int8_tree else f"{NO_TREE}.",
+        f"int8 rows predicted by {FLAGS.int8_tree}." if FLAGS.int8_tree else f"{NO_TREE}.",
     ]
-    for title, rows in results:
-        lines += ["", f"### {title}", "", table(header, rows)]
+    for title, how, rows in results:
+        lines += ["", f"### {title}", "", f"{how}.", "", table(header, rows)]
     return "\n".join(lines)
 
 

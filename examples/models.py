@@ -127,3 +127,29 @@ def resnet_bn(input_shape=(32, 32, 3), widths=(32, 64, 128), classes=10) -> kera
         h = L.ReLU()(L.Add()([shortcut, r]))
     h = L.GlobalAveragePooling2D()(h)
     return keras.Model(x, L.Dense(classes, activation="softmax")(h), name="resnet_bn")
+
+
+def resnet20(input_shape=(32, 32, 3), widths=(16, 32, 64), blocks=3, classes=10) -> keras.Model:
+    """ResNet-20 for CIFAR-10 (He et al., 2016, section 4.2): a 3x3 stem, three stages of
+    `blocks` basic blocks (BN, identity shortcuts, a 1x1 projection where the width or the
+    resolution changes), global average pooling."""
+    x = keras.Input(input_shape)
+    h = _conv_bn_relu(x, widths[0], 3)
+    for i, w in enumerate(widths):
+        for b in range(blocks):
+            stride = 2 if i > 0 and b == 0 else 1
+            shortcut = h
+            if stride != 1 or shortcut.shape[-1] != w:
+                shortcut = L.BatchNormalization()(L.Conv2D(w, 1, stride, use_bias=False)(h))
+            r = _conv_bn_relu(h, w, 3, stride)
+            r = L.BatchNormalization()(L.Conv2D(w, 3, padding="same", use_bias=False)(r))
+            h = L.ReLU()(L.Add()([shortcut, r]))
+    h = L.GlobalAveragePooling2D()(h)
+    return keras.Model(x, L.Dense(classes, activation="softmax")(h), name="resnet20")
+
+
+def mobilenet_v2_cifar(alpha=0.35, classes=10) -> keras.Model:
+    """keras.applications.MobileNetV2 at CIFAR-10's 32x32 input, width `alpha`, untrained."""
+    return keras.applications.MobileNetV2(
+        (32, 32, 3), alpha=alpha, weights=None, classes=classes, name=f"mobilenetv2_{alpha:g}"
+    )

@@ -63,6 +63,12 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             expansion looks at.
         expand_tolerance: a wider layer counts as "no slower" when the predicted time of the
             kernels its width drives grows by at most this fraction.
+        enforce_target: reach `target_latency_ms` by the end of every fit, whatever the
+            gates did: at the end of epoch k of n, a model still predicted over
+            `start * (target / start) ** (k / n)` (start: the prediction when the fit began)
+            has the rest closed in every layer alike, its least-open channels first
+            (`expansion.prune_to_target`), before expansion and revival. Without it, a short
+            fit can end far from the target, the gates having barely moved.
         verbose: print one line per epoch.
 
     Example:
@@ -82,6 +88,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         expand=True,
         expand_window=0.25,
         expand_tolerance=0.02,
+        enforce_target=True,
         verbose=1,
     ):
         super().__init__()
@@ -102,6 +109,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         self.expand = bool(expand)
         self.expand_window = float(expand_window)
         self.expand_tolerance = float(expand_tolerance)
+        self.enforce_target = bool(enforce_target)
         self.verbose = verbose
         self._summary = None  # the model's LatencySummary, from on_train_begin
 
@@ -122,6 +130,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         self._epoch, self._steps_seen = 0, 0  # batches seen, for data of unknown length
         self._epoch_steps = None  # batches per epoch, learnt from the first such epoch
         self._stepped = False  # this epoch's structural step has run
+        self._first_epoch = None  # the epoch this fit started at (initial_epoch)
         link_gate_groups(self.model.layers)  # again after a .keras load, which unlinks them
         for w in gated:
             w.controlled.assign(1.0)
@@ -178,6 +187,8 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         return self.controller.expected_latency_us(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
         self._epoch = epoch
         self._stepped = False
         self._steps_seen = 0
@@ -198,6 +209,16 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         if logs is not None:  # for callbacks after this one, e.g. in a custom loop
             logs.update(self._summary.values)
 
+    def _scheduled_latency_us(self, epoch) -> float | None:
+        """Where the prediction must be by the end of `epoch` (`enforce_target`)."""
+        if self.target_latency_ms is None or not self.enforce_target:
+            return None
+        first = self._first_epoch if self._first_epoch is not None else epoch
+        epochs = (self.params or {}).get("epochs") or epoch + 1
+        progress = min(1.0, (epoch + 1 - first) / max(1, epochs - first))
+        start, target = self.initial_latency_ms, self.target_latency_ms
+        return 1000 * (target if start <= target else start * (target / start) ** progress)
+
     def _epoch_step(self, epoch) -> None:
         target_us = None if self.target_latency_ms is None else 1000 * self.target_latency_ms
         report = structural_step(
@@ -207,6 +228,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             self.expand,
             self.expand_window,
             self.expand_tolerance,
+            enforce_us=self._scheduled_latency_us(epoch),
         )
         self.controller.adapt(self.model, report.total_us)
         self._recost(report)
@@ -256,6 +278,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             "expand": self.expand,
             "expand_window": self.expand_window,
             "expand_tolerance": self.expand_tolerance,
+            "enforce_target": self.enforce_target,
             "verbose": self.verbose,
         }
 

@@ -26,6 +26,21 @@ def group_time(tree: TimingTree, kernels, root: str, width: int) -> float:
     return total
 
 
+def predicted_us(tree: TimingTree, kernels, widths: dict[str, int]) -> float:
+    """Predicted microseconds of the whole model (invoke overhead included) with each gate
+    group at `widths[root]` alive channels, from `channel_dependencies`' kernels: no model is
+    rebuilt. A dim fed by several groups (after a Concatenate) moves with each of them."""
+    total = tree.invoke_overhead()
+    for spec, deps in kernels:
+        dims = {}
+        for d in deps:
+            dims[d.dim] = (
+                dims.get(d.dim, spec.dims[d.dim]) + d.value(widths[d.root]) - spec.dims[d.dim]
+            )
+        total += tree.kernel_in_model(spec.replace(**dims) if dims else spec)
+    return total
+
+
 def best_width(
     tree: TimingTree, kernels, root: str, width: int, limit: int, tolerance: float = 0.02
 ) -> int:
@@ -87,6 +102,44 @@ def revive_to_target(
         changes[root] = (changes.get(root, (width,))[0], width + more)
 
 
+def prune_to_target(model, tree: TimingTree, target_us: float) -> dict[str, tuple]:
+    """Closes what the gates have not closed yet when the model is predicted over `target_us`:
+    every group keeps the same fraction of its alive channels (at least its `min_channels`),
+    those with the highest gate logits, the largest fraction (bisection) predicted within
+    the target. Uniform, because after a short gated training the logits rank channels
+    within a layer better than they compare layers; expansion and `revive_to_target` then
+    move each layer along the tree's staircase. Returns {root: (old, new width)}."""
+    kernels, members = channel_dependencies(model)
+    widths = {root: int(group[0].alive.numpy().sum()) for root, group in members.items()}
+    floor = {root: max(w.min_channels for w in group) for root, group in members.items()}
+
+    def kept(fraction):
+        return {r: min(n, max(floor[r], int(np.ceil(fraction * n)))) for r, n in widths.items()}
+
+    if predicted_us(tree, kernels, widths) <= target_us:
+        return {}
+    lo, hi = 0.0, 1.0
+    for _ in range(16):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if predicted_us(tree, kernels, kept(mid)) <= target_us else (lo, mid)
+    changes = {}
+    for root, width in kept(lo).items():
+        if width < widths[root]:
+            _close(members[root], widths[root] - width)
+            changes[root] = (widths[root], width)
+    return changes
+
+
+def _close(group, count: int) -> None:
+    """Removes the `count` alive channels of a group with the lowest gate logits."""
+    alive = group[0].alive.numpy()
+    logits = np.mean([keras.ops.convert_to_numpy(w.gate_logits) for w in group], axis=0)
+    living = np.flatnonzero(alive > 0)
+    alive[living[np.argsort(logits[living])][:count]] = 0.0
+    for w in group:
+        w.alive.assign(alive)
+
+
 # Logits a revived channel gets above its gate's threshold, at least. Adam moves a logit by
 # about `learning_rate * logit_scale` per step (0.03 at 1e-3), so this is ~70 steps of penalty.
 REVIVE_MARGIN = 2.0
@@ -117,14 +170,26 @@ def _revive(group, count: int) -> None:
         w.set_gate_logits(logits)
 
 
-def structural_step(model, regularizer, target_us=None, expand=True, window=0.25, tolerance=0.02):
+def structural_step(
+    model,
+    regularizer,
+    target_us=None,
+    expand=True,
+    window=0.25,
+    tolerance=0.02,
+    enforce_us=None,
+):
     """The epoch-end structural step of FastDeepIoT, at the model's hard structure: channels
-    whose gates closed are removed for good; each layer is expanded to the top of its stair
+    whose gates closed are removed for good; when the model is still predicted over
+    `enforce_us` (this epoch's point on the way to the target), the rest is closed by
+    `prune_to_target`; each layer is expanded to the top of its stair
     (`expand_to_local_minima`); when pruning overshot `target_us` (gates close in bursts),
     channels are given back, cheapest first, while the model stays under it. Returns the
     prediction of the resulting structure."""
     for w in regularizer_wrappers(model):
         w.alive.assign(w.mask().astype("float32"))
+    if enforce_us is not None:
+        prune_to_target(model, regularizer.tree, enforce_us)
     if expand:
         expand_to_local_minima(model, regularizer.tree, window, tolerance)
     report = regularizer.predict(model)

@@ -48,6 +48,30 @@ def test_a_real_fit_prunes_toward_the_target_and_logs(staircase_tree, mnist_slic
     assert len(callback.history) == 1  # state reset in on_train_begin
 
 
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_a_short_fit_reaches_the_target_on_a_geometric_schedule(
+    staircase_tree, mnist_slice, epochs
+):
+    """With a penalty too weak to close any gate, `enforce_target` still ends the fit at the
+    target, getting there geometrically epoch by epoch; without it the model barely moves."""
+    x, y = mnist_slice
+    start = fdi_keras.predict_latency(lenet(), staircase_tree).total_ms
+    target = start / 3
+    logged = {}
+    for enforce in (True, False):
+        gated = compiled(latency_aware(lenet()))
+        callback = FastDeepIoTCallback(
+            staircase_tree, target, strength=1e-6, adapt_rate=0.0, enforce_target=enforce,
+            expand=False, verbose=0,
+        )  # fmt: skip
+        history = gated.fit(x[:256], y[:256], epochs=epochs, batch_size=64, callbacks=[callback])
+        logged[enforce] = history.history["predicted_latency_ms"]
+    assert logged[True][-1] <= target * 1.001
+    schedule = [start * (target / start) ** ((k + 1) / epochs) for k in range(epochs)]
+    assert all(ms <= s * 1.001 for ms, s in zip(logged[True], schedule))
+    assert logged[False][-1] > 0.9 * start
+
+
 def test_a_fit_prunes_depthwise_multipliers(staircase_tree):
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((64, 12, 12, 3)).astype("float32"), rng.integers(0, 4, 64)
@@ -200,6 +224,7 @@ def test_config_round_trip_keeps_every_argument(staircase_tree):
         expand=False,
         expand_window=0.5,
         expand_tolerance=0.05,
+        enforce_target=False,
         verbose=0,
     )
     params = inspect.signature(FastDeepIoTCallback.__init__).parameters

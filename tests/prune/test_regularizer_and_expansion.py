@@ -8,6 +8,8 @@ from fdi_keras.prune.expansion import (
     REVIVE_MARGIN,
     best_width,
     group_time,
+    predicted_us,
+    prune_to_target,
     revive_to_target,
     revived_logit,
     structural_step,
@@ -126,6 +128,38 @@ def test_revive_to_target_gives_back_channels_but_stays_under_it(staircase_tree)
     after = reg.predict(gated).total_us
     assert changes and low < after <= target * 1.001
     assert sum(int(w.alive.numpy().sum()) for w in wrapped) > 6
+
+
+def test_predicted_us_at_any_widths_is_the_prediction_of_that_structure(staircase_tree):
+    gated = latency_aware(lenet((16, 48, 64)))
+    kernels, members = channel_dependencies(gated)
+    widths = {root: max(1, len(ws[0].alive.numpy()) // k) for k, (root, ws) in
+              enumerate(members.items(), 2)}  # fmt: skip
+    for root, ws in members.items():
+        for w in ws:
+            w.alive.assign((np.arange(w.channels) < widths[root]).astype("float32"))
+    expected = LatencyRegularizer(staircase_tree).predict(gated).total_us
+    assert predicted_us(staircase_tree, kernels, widths) == pytest.approx(expected, rel=1e-9)
+
+
+def test_prune_to_target_keeps_the_same_fraction_of_the_most_open_channels(staircase_tree):
+    gated = latency_aware(lenet((16, 48, 64)))
+    wrapped = [layer for layer in gated.layers if hasattr(layer, "alive")]
+    rng = np.random.default_rng(0)
+    logits = {w.name: rng.normal(2.0, 1.0, w.channels) for w in wrapped}
+    for w in wrapped:
+        w.set_gate_logits(logits[w.name])
+    reg = LatencyRegularizer(staircase_tree)
+    full = reg.predict(gated).total_us
+    changes = prune_to_target(gated, staircase_tree, full / 3)
+    after = reg.predict(gated).total_us
+    assert changes and after <= full / 3
+    fractions = [w.alive.numpy().mean() for w in wrapped]
+    assert max(fractions) - min(fractions) < 0.1  # every layer alike (rounding aside)
+    for w in wrapped:  # the survivors are the channels with the highest logits
+        alive = w.alive.numpy() > 0
+        assert logits[w.name][alive].min() >= logits[w.name][~alive].max()
+    assert prune_to_target(gated, staircase_tree, full / 3) == {}  # already there
 
 
 def depthwise_head(multiplier=6):
