@@ -30,7 +30,7 @@ test: $(VENV)/.installed  ## lint and the test suite
 benchmark: profile  ## timing-model, keras.applications, compression and slimming benchmarks, into benchmarks/RESULTS.md
 	$(PY) benchmarks/timing_model.py --profile_dir=$(OUT_DIR)
 	$(PY) benchmarks/applications.py --tree=$(OUT_DIR)/timing_tree.json
-	$(PY) benchmarks/compressors.py
+	$(PY) benchmarks/compressors.py --tree=$(OUT_DIR)/timing_tree.json
 	$(PY) benchmarks/rebirth.py
 	$(PY) benchmarks/profiler_stress.py
 
