@@ -112,9 +112,13 @@ def run_from_flags(model, load) -> None:
     from absl import flags
 
     f = flags.FLAGS
+    try:
+        data = load(f.data_dir)
+    except FileNotFoundError as e:  # the message says where to put the file; no traceback
+        raise SystemExit(f"error: {e}") from None
     run(
         model,
-        load(f.data_dir),
+        data,
         f.tree,
         f.target_speedup,
         f.epochs,
