@@ -13,9 +13,12 @@ exactly as the method prunes them and every result is a plain Keras model.
   Knapsack"): first-order Taylor channel importance (Molchanov et al., 2019) maximized under
   the latency budget, each layer's latency read from the timing tree, pruned greedily by the
   channel blocks that lose least importance per millisecond saved, in gradual prune /
-  fine-tune steps. As in Torch-Pruning's `max_pruning_ratio`, no group loses more than
-  `MAX_PRUNED` of its channels: first-order importance cannot see that a layer of one channel
-  starves the network.
+  fine-tune steps.
+
+Every method keeps at least the project's floor of each group's channels
+(`fdi_keras.prune.expansion.width_floor`, a tenth, as Torch-Pruning's `max_pruning_ratio` of
+0.9), the floor `FastDeepIoTCallback` stops at: first-order importance cannot see that a layer
+of one channel starves the network, and a uniform ratio below it leaves layers of one channel.
 """
 
 from __future__ import annotations
@@ -25,11 +28,10 @@ import numpy as np
 
 from fdi_keras import latency_aware, predict_latency, strip
 from fdi_keras.compress import finetune
-from fdi_keras.prune.expansion import predicted_us
+from fdi_keras.prune.expansion import predicted_us, width_floor
 from fdi_keras.prune.regularizer import channel_dependencies, gate_groups
 
 OPEN, CLOSED = 9.0, -9.0  # gate logits that are certainly open / closed
-MAX_PRUNED = 0.9  # the knapsack keeps at least a tenth of each group's channels
 
 
 def channel_kernel(wrapper):
@@ -103,7 +105,7 @@ class ChannelChooser:
                 self.importance[root] = sum(n / max(n.mean(), 1e-12) for n in norms)
         self.order = {root: np.argsort(-imp) for root, imp in self.importance.items()}
         self.full = {root: len(imp) for root, imp in self.importance.items()}
-        self.floor = {root: max(w.min_channels for w in ws) for root, ws in self.groups.items()}
+        self.floor = {root: width_floor(ws) for root, ws in self.groups.items()}
 
     def predicted_ms(self, widths: dict[str, int]) -> float:
         return predicted_us(self.tree, self.kernels, widths) / 1000
@@ -124,15 +126,12 @@ class ChannelChooser:
         least important channels (a `block` fraction of its width) whose lost importance per
         predicted millisecond saved is smallest, until the prediction is within target_ms."""
         widths = dict(self.full)
-        least = {
-            r: max(self.floor[r], int(np.ceil((1 - MAX_PRUNED) * n))) for r, n in self.full.items()
-        }
         current = self.predicted_ms(widths)
         while current > target_ms:
             best = None
             for root in widths:
                 step = max(1, int(round(block * self.full[root])))
-                width = max(least[root], widths[root] - step)
+                width = max(self.floor[root], widths[root] - step)
                 if width == widths[root]:
                     continue
                 saved = current - self.predicted_ms({**widths, root: width})

@@ -5,11 +5,15 @@ from __future__ import annotations
 import warnings
 
 import keras
-import numpy as np
 
 from fdi_keras.prune.controller import StrengthController
-from fdi_keras.prune.expansion import structural_step
-from fdi_keras.prune.regularizer import LatencyRegularizer, wrappers
+from fdi_keras.prune.expansion import (
+    MIN_WIDTH_FRACTION,
+    predicted_us,
+    structural_step,
+    width_floor,
+)
+from fdi_keras.prune.regularizer import LatencyRegularizer, channel_dependencies, wrappers
 from fdi_keras.prune.wrapper import link_gate_groups
 from fdi_keras.timing.tree import TimingTree
 
@@ -69,6 +73,11 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             has the rest closed in every layer alike, its least-open channels first
             (`expansion.prune_to_target`), before expansion and revival. Without it, a short
             fit can end far from the target, the gates having barely moved.
+        min_width_fraction: no gate group ends an epoch with fewer alive channels than this
+            fraction of its original ones (and its `min_channels`): channels the gates closed
+            below it come back, most open first, and `enforce_target` stops there. A target
+            below the prediction at that floor is missed, with a warning when the fit starts,
+            rather than met by a model of one-channel layers; 0 lifts the floor.
         verbose: print one line per epoch.
 
     Example:
@@ -89,6 +98,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         expand_window=0.25,
         expand_tolerance=0.02,
         enforce_target=True,
+        min_width_fraction=MIN_WIDTH_FRACTION,
         verbose=1,
     ):
         super().__init__()
@@ -110,6 +120,12 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         self.expand_window = float(expand_window)
         self.expand_tolerance = float(expand_tolerance)
         self.enforce_target = bool(enforce_target)
+        if not 0 <= min_width_fraction < 1:
+            raise ValueError(
+                "min_width_fraction must be in [0, 1). Received: "
+                f"min_width_fraction={min_width_fraction}"
+            )
+        self.min_width_fraction = float(min_width_fraction)
         self.verbose = verbose
         self._summary = None  # the model's LatencySummary, from on_train_begin
 
@@ -143,8 +159,10 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             if floor > self.target_latency_ms:
                 warnings.warn(
                     f"target_latency_ms={self.target_latency_ms} is below the {floor:.3f} ms the "
-                    "tree predicts with every prunable layer at min_channels; the unprunable "
-                    "layers alone are slower. Pruning will go as far as it can.",
+                    "tree predicts with every gate group at its floor (min_width_fraction="
+                    f"{self.min_width_fraction} of its channels, at least min_channels). "
+                    "Pruning stops at that floor; lower min_width_fraction to go further, or "
+                    "change the layers the floor leaves too slow.",
                     stacklevel=2,
                 )
 
@@ -163,18 +181,12 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             self._summary.active = self._training
 
     def _floor_latency_ms(self) -> float:
-        saved = [
-            (w, w.alive.numpy().copy(), keras.ops.convert_to_numpy(w.gate_logits).copy())
-            for w in wrappers(self.model)
-        ]
-        for w, alive, logits in saved:
-            keep = np.zeros_like(alive)
-            keep[np.argsort(-logits)[: w.min_channels]] = 1.0
-            w.alive.assign(keep)
-        floor = self.regularizer.predict(self.model).total_ms
-        for w, alive, _ in saved:
-            w.alive.assign(alive)
-        return floor
+        """The prediction with every gate group at its `width_floor`."""
+        kernels, members = channel_dependencies(self.model)
+        floors = {
+            root: width_floor(group, self.min_width_fraction) for root, group in members.items()
+        }
+        return predicted_us(self.tree, kernels, floors) / 1000
 
     def _recost(self, report=None):
         """Re-reads the channel costs at the hard structure; anchors the expected latency."""
@@ -229,6 +241,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             self.expand_window,
             self.expand_tolerance,
             enforce_us=self._scheduled_latency_us(epoch),
+            min_width_fraction=self.min_width_fraction,
         )
         self.controller.adapt(self.model, report.total_us)
         self._recost(report)
@@ -279,6 +292,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             "expand_window": self.expand_window,
             "expand_tolerance": self.expand_tolerance,
             "enforce_target": self.enforce_target,
+            "min_width_fraction": self.min_width_fraction,
             "verbose": self.verbose,
         }
 

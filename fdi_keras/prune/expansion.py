@@ -11,9 +11,22 @@ import keras
 import numpy as np
 
 from fdi_keras.prune.gates import get_gate
-from fdi_keras.prune.regularizer import channel_dependencies
+from fdi_keras.prune.regularizer import channel_dependencies, gate_groups
 from fdi_keras.prune.regularizer import wrappers as regularizer_wrappers
 from fdi_keras.timing.tree import TimingTree
+
+# The fewest channels a gate group keeps, as a fraction of its original channels (as
+# Torch-Pruning's `max_pruning_ratio` of 0.9): a layer of one or two channels starves the
+# network, so a target reachable only that way is one the model cannot meet; pruning stops at
+# this floor instead (the callback warns when it starts).
+MIN_WIDTH_FRACTION = 0.1
+
+
+def width_floor(group, min_width_fraction: float = MIN_WIDTH_FRACTION) -> int:
+    """The fewest alive channels a gate group (its wrappers) may keep: `min_width_fraction` of
+    its original channels, and at least each wrapper's `min_channels`."""
+    fraction = int(np.ceil(min_width_fraction * group[0].channels))
+    return max(fraction, *(w.min_channels for w in group))
 
 
 def group_time(tree: TimingTree, kernels, root: str, width: int) -> float:
@@ -102,16 +115,18 @@ def revive_to_target(
         changes[root] = (changes.get(root, (width,))[0], width + more)
 
 
-def prune_to_target(model, tree: TimingTree, target_us: float) -> dict[str, tuple]:
+def prune_to_target(
+    model, tree: TimingTree, target_us: float, min_width_fraction: float = MIN_WIDTH_FRACTION
+) -> dict[str, tuple]:
     """Closes what the gates have not closed yet when the model is predicted over `target_us`:
-    every group keeps the same fraction of its alive channels (at least its `min_channels`),
+    every group keeps the same fraction of its alive channels (at least its `width_floor`),
     those with the highest gate logits, the largest fraction (bisection) predicted within
     the target. Uniform, because after a short gated training the logits rank channels
     within a layer better than they compare layers; expansion and `revive_to_target` then
     move each layer along the tree's staircase. Returns {root: (old, new width)}."""
     kernels, members = channel_dependencies(model)
     widths = {root: int(group[0].alive.numpy().sum()) for root, group in members.items()}
-    floor = {root: max(w.min_channels for w in group) for root, group in members.items()}
+    floor = {root: width_floor(group, min_width_fraction) for root, group in members.items()}
 
     def kept(fraction):
         return {r: min(n, max(floor[r], int(np.ceil(fraction * n)))) for r, n in widths.items()}
@@ -157,17 +172,33 @@ def revived_logit(logits, alive, threshold: float) -> float:
 
 def _revive(group, count: int) -> None:
     """Brings back the `count` pruned channels of a group with the highest gate logits, at
-    `revived_logit` (or their own logit, when higher)."""
+    `revived_logit` (or their own logit, when higher). An alive channel whose gate is closed
+    (kept by `min_channels` alone) is opened at that logit too, so that the mask keeps every
+    alive channel."""
     alive = group[0].alive.numpy()
     logits = np.mean([keras.ops.convert_to_numpy(w.gate_logits) for w in group], axis=0)
     dead = np.flatnonzero(alive == 0)
     revive = dead[np.argsort(-logits[dead])][:count]
-    level = revived_logit(logits, alive, get_gate(group[0].gate).threshold)
+    threshold = get_gate(group[0].gate).threshold
+    level = revived_logit(logits, alive, threshold)
     alive[revive] = 1.0
     logits[revive] = np.maximum(logits[revive], level)
+    logits[(alive > 0) & (logits <= threshold)] = level
     for w in group:
         w.alive.assign(alive)
         w.set_gate_logits(logits)
+
+
+def revive_to_floor(model, min_width_fraction: float = MIN_WIDTH_FRACTION) -> dict[str, tuple]:
+    """Gives every gate group below its `width_floor` its most open closed channels back;
+    returns {root: (old, new width)}."""
+    changes = {}
+    for root, group in gate_groups(model).items():
+        width, floor = int(group[0].alive.numpy().sum()), width_floor(group, min_width_fraction)
+        if width < floor:
+            _revive(group, floor - width)
+            changes[root] = (width, floor)
+    return changes
 
 
 def structural_step(
@@ -178,9 +209,11 @@ def structural_step(
     window=0.25,
     tolerance=0.02,
     enforce_us=None,
+    min_width_fraction=MIN_WIDTH_FRACTION,
 ):
     """The epoch-end structural step of FastDeepIoT, at the model's hard structure: channels
-    whose gates closed are removed for good; when the model is still predicted over
+    whose gates closed are removed for good, down to each group's `width_floor`
+    (`revive_to_floor`); when the model is still predicted over
     `enforce_us` (this epoch's point on the way to the target), the rest is closed by
     `prune_to_target`; each layer is expanded to the top of its stair
     (`expand_to_local_minima`); when pruning overshot `target_us` (gates close in bursts),
@@ -188,8 +221,9 @@ def structural_step(
     prediction of the resulting structure."""
     for w in regularizer_wrappers(model):
         w.alive.assign(w.mask().astype("float32"))
+    revive_to_floor(model, min_width_fraction)
     if enforce_us is not None:
-        prune_to_target(model, regularizer.tree, enforce_us)
+        prune_to_target(model, regularizer.tree, enforce_us, min_width_fraction)
     if expand:
         expand_to_local_minima(model, regularizer.tree, window, tolerance)
     report = regularizer.predict(model)

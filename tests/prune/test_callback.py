@@ -166,7 +166,7 @@ def test_errors_and_warnings(staircase_tree, mnist_slice):
         compiled(latency_aware(lenet())).fit(
             x[:32], y[:32], verbose=0, callbacks=[FastDeepIoTCallback(partial)]
         )
-    with pytest.warns(UserWarning, match="below the .* ms the tree predicts"):
+    with pytest.warns(UserWarning, match="below the .* ms the tree predicts.*min_width_fraction"):
         compiled(latency_aware(lenet())).fit(
             x[:32],
             y[:32],
@@ -177,6 +177,8 @@ def test_errors_and_warnings(staircase_tree, mnist_slice):
         FastDeepIoTCallback(staircase_tree, target_latency_ms=0)
     with pytest.raises(ValueError, match="control_every must be an integer >= 0"):
         FastDeepIoTCallback(staircase_tree, control_every=-1)
+    with pytest.raises(ValueError, match=r"min_width_fraction must be in \[0, 1\)"):
+        FastDeepIoTCallback(staircase_tree, min_width_fraction=1.0)
 
 
 def test_within_an_epoch_the_strength_follows_the_gap_every_control_step(
@@ -225,6 +227,7 @@ def test_config_round_trip_keeps_every_argument(staircase_tree):
         expand_window=0.5,
         expand_tolerance=0.05,
         enforce_target=False,
+        min_width_fraction=0.25,
         verbose=0,
     )
     params = inspect.signature(FastDeepIoTCallback.__init__).parameters

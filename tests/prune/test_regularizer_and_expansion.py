@@ -13,6 +13,7 @@ from fdi_keras.prune.expansion import (
     revive_to_target,
     revived_logit,
     structural_step,
+    width_floor,
 )
 from fdi_keras.prune.gates import get_gate
 from fdi_keras.prune.regularizer import channel_dependencies
@@ -160,6 +161,32 @@ def test_prune_to_target_keeps_the_same_fraction_of_the_most_open_channels(stair
         alive = w.alive.numpy() > 0
         assert logits[w.name][alive].min() >= logits[w.name][~alive].max()
     assert prune_to_target(gated, staircase_tree, full / 3) == {}  # already there
+
+
+def test_pruning_stops_at_a_tenth_of_each_group_and_the_gates_cannot_go_below(staircase_tree):
+    gated = latency_aware(lenet((16, 48, 64)))
+    wrapped = [layer for layer in gated.layers if hasattr(layer, "alive")]
+    floors = [2, 5, 7]  # ceil(0.1 * (16, 48, 64))
+    assert [width_floor([w]) for w in wrapped] == floors
+    reg = LatencyRegularizer(staircase_tree)
+    full = reg.predict(gated).total_us
+    prune_to_target(gated, staircase_tree, full / 1000)  # unreachable: stops at the floor
+    assert [int(w.alive.numpy().sum()) for w in wrapped] == floors
+    assert reg.predict(gated).total_us > full / 1000
+
+    # Gates that closed everything (the mask keeps min_channels = 1) come back to the floor,
+    # the most open first; with no floor, the gates' choice stands.
+    for fraction, expected in ((0.1, floors), (0.0, [1, 1, 1])):
+        gated = latency_aware(lenet((16, 48, 64)))
+        wrapped = [layer for layer in gated.layers if hasattr(layer, "alive")]
+        for w in wrapped:
+            w.set_gate_logits(np.linspace(-9.0, -5.0, w.channels))  # all closed
+        structural_step(gated, reg, expand=False, min_width_fraction=fraction)
+        assert [int(w.alive.numpy().sum()) for w in wrapped] == expected
+        for w, k in zip(wrapped, expected):  # the most open channels, all open now
+            alive = w.alive.numpy() > 0
+            assert alive[-k:].all()
+            np.testing.assert_array_equal(np.asarray(w.mask()) > 0, alive)
 
 
 def depthwise_head(multiplier=6):
