@@ -15,8 +15,10 @@ node by node, which is how latency_aware, strip and slimming rewrite graphs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import weakref
 from collections.abc import Callable
 
 import keras
@@ -197,8 +199,26 @@ def _input_name(tensor) -> str | None:
     return name.split(":")[0] if isinstance(name, str) else None
 
 
+@contextlib.contextmanager
+def _seen_uncompiled(model: keras.Model):
+    """`clone_model` compiles its clone when the model is compiled: a new optimizer with a
+    slot variable per weight, which the trace (it keeps only the graph) throws away. During
+    `fit`, where FastDeepIoT traces the model every epoch, that was most of the time a trace
+    took; the model is shown to `clone_model` as uncompiled."""
+    compiled = model.compiled
+    model.compiled = False
+    try:
+        yield
+    finally:
+        model.compiled = compiled
+
+
 def trace(model: keras.Model) -> ModelGraph:
     """The call graph of a built functional or Sequential model, nested models inlined.
+
+    A model's graph is traced once and kept while the model lives (and its layers, nested
+    ones included, stay the same objects): the graph reads only the model's structure, and
+    FastDeepIoT's callback asks for it several times every epoch.
 
     Raises:
         TypeError: `model` is not a built functional or Sequential `keras.Model` (a subclassed
@@ -214,6 +234,29 @@ def trace(model: keras.Model) -> ModelGraph:
             "has no graph to read: build it with the functional API, or call it once on "
             f"keras.Input). Received: {type(model).__name__}"
         )
+    layers = _layer_ids(model)
+    cached = _TRACES.get(model)
+    if cached is not None and cached[0] == layers:
+        return cached[1]
+    graph = _trace(model)
+    _TRACES[model] = (layers, graph)
+    return graph
+
+
+# model -> (its layer ids, its graph); an entry goes with its model.
+_TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _layer_ids(model) -> tuple:
+    """The ids of `model`'s layers, nested models' layers included, in order."""
+    return tuple(
+        (id(layer), _layer_ids(layer) if isinstance(layer, keras.Model) else ())
+        for layer in model.layers
+    )
+
+
+def _trace(model: keras.Model) -> ModelGraph:
+    """Traces `model` (see `trace`), uncached."""
     nodes: list[Node] = []
     counts: dict[int, int] = {}
     inputs = keras.tree.map_structure(
@@ -243,9 +286,13 @@ def trace(model: keras.Model) -> ModelGraph:
             for layer in submodel.layers:
                 x = call(layer, x)
             return x
-        clone = keras.models.clone_model(
-            submodel, input_tensors=tensors, clone_function=lambda layer: layer, call_function=call
-        )
+        with _seen_uncompiled(submodel):
+            clone = keras.models.clone_model(
+                submodel,
+                input_tensors=tensors,
+                clone_function=lambda layer: layer,
+                call_function=call,
+            )
         return clone.output
 
     outputs = run(model, inputs, None)

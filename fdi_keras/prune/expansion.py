@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from fdi_keras.prune.gates import get_gate
-from fdi_keras.prune.regularizer import channel_dependencies, gate_groups
+from fdi_keras.prune.regularizer import channel_dependencies, gate_groups, spec_at
 from fdi_keras.prune.regularizer import wrappers as regularizer_wrappers
 from fdi_keras.timing.tree import TimingTree
 
@@ -45,12 +45,7 @@ def predicted_us(tree: TimingTree, kernels, widths: dict[str, int]) -> float:
     rebuilt. A dim fed by several groups (after a Concatenate) moves with each of them."""
     total = tree.invoke_overhead()
     for spec, deps in kernels:
-        dims = {}
-        for d in deps:
-            dims[d.dim] = (
-                dims.get(d.dim, spec.dims[d.dim]) + d.value(widths[d.root]) - spec.dims[d.dim]
-            )
-        total += tree.kernel_in_model(spec.replace(**dims) if dims else spec)
+        total += tree.kernel_in_model(spec_at(spec, deps, widths))
     return total
 
 

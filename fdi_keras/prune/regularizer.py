@@ -16,6 +16,7 @@ every call to `update`, i.e. every epoch.
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import NamedTuple
 
 import keras
@@ -140,12 +141,40 @@ def channel_dependencies(model):
     Returns ([(spec, [Dependency])], {root: wrappers}); a dependency's slope is
     d(dim) / d(alive channels of the group) at the current structure (`channel_slopes`), e.g.
     Flatten -> Dense: h*w; the channels after a Concatenate: 1 for each branch's group.
+
+    The kernels are linear in the groups' widths (a gated DepthwiseConv2D's C * M channels
+    aside), so a model's are derived once, by stripping it, and later calls move them to the
+    current widths (`spec_at`); a model with a gated DepthwiseConv2D is stripped again
+    whenever its widths changed. FastDeepIoT asks for them several times every epoch.
     """
     graph = trace(model)
     groups = _groups(graph)
     members = gate_groups(model, groups)
+    alive = {root: int(ws[0].mask().sum()) for root, ws in members.items()}
+    cached = _DEPENDENCIES.get(model)
+    if cached is None or cached[0] is not graph or (cached[1] and cached[2] != alive):
+        kernels = _channel_dependencies(model, graph, groups, members, alive)
+        bilinear = any(isinstance(w.layer, L.DepthwiseConv2D) for w in wrappers(model))
+        cached = _DEPENDENCIES[model] = (graph, bilinear, alive, kernels)
+    return [(spec_at(spec, deps, alive), deps) for spec, deps in cached[3]], members
+
+
+# model -> (its graph, whether it has a bilinear dim, the widths and kernels derived there)
+_DEPENDENCIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def spec_at(spec: LayerSpec, deps: list[Dependency], widths: dict[str, int]) -> LayerSpec:
+    """`spec` with its channel dims moved to the gate groups' `widths` (alive channels, by
+    root). A dim fed by several groups (after a Concatenate) moves with each of them."""
+    dims = {}
+    for d in deps:
+        dims[d.dim] = dims.get(d.dim, spec.dims[d.dim]) + d.value(widths[d.root]) - spec.dims[d.dim]
+    return spec.replace(**dims) if dims else spec
+
+
+def _channel_dependencies(model, graph, groups, members, alive) -> list:
+    """`channel_dependencies`' kernels, from stripping `model` at its current widths."""
     root_of = {id(w): root for root, ws in members.items() for w in ws}
-    alive = {root: float(ws[0].mask().sum()) for root, ws in members.items()}
     slopes = channel_slopes(graph, groups)
     sides = {}
     for node in graph.nodes:
@@ -168,7 +197,7 @@ def channel_dependencies(model):
             for root, slope in side.get(which, {}).items()
         ]
         out.append((kernel.spec, deps))
-    return out, members
+    return out
 
 
 def _slope(tree: TimingTree, spec: LayerSpec, dim: str) -> float:

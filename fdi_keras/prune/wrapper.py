@@ -13,6 +13,8 @@ from fdi_keras.prune.gates import get_gate
 
 L = keras.layers
 RECURRENT = (L.GRU, L.LSTM)
+# Activations f with f(g * z) = g * f(z) for every gate value g >= 0 (gates are in [0, 1]).
+SCALE_EQUIVARIANT = ("linear", "relu")
 
 
 def size_attribute(layer) -> str | None:
@@ -248,14 +250,48 @@ class LatencyAware(L.Wrapper):
             gate = self.inference_mask()
         if isinstance(self.layer, RECURRENT):
             return self._gated_recurrent(inputs, gate, training)
+        folded = self.folded_weights()
+        if folded:  # the gate scales weights, not the (much larger) output
+            return self._with_scaled_weights(
+                {id(v): self._per_entry(gate, v) for v in folded},
+                lambda: self._block(inputs, training),
+                training,
+            )
+        outputs = self._block(inputs, training)
+        return outputs * ops.cast(self._per_entry(gate, outputs), outputs.dtype)
+
+    def _block(self, inputs, training):
         outputs = self.layer(inputs)
         if self.norm is not None:
             outputs = self.norm(outputs, training=training)
         if self.activation_layer is not None:
             outputs = self.activation_layer(outputs)
-        if isinstance(self.layer, L.DepthwiseConv2D):  # gate m scales channel c * M + m, all c
-            gate = ops.tile(gate, [self.layer.kernel.shape[2]])
-        return outputs * ops.cast(gate, outputs.dtype)
+        return outputs
+
+    def _per_entry(self, gate, tensor):
+        """`gate` laid along `tensor`'s last axis: a DepthwiseConv2D's C * M channels (channel
+        c * M + m is gate m's, for every c) repeat it C times."""
+        repeats = tensor.shape[-1] // self.channels
+        return gate if repeats == 1 else ops.tile(gate, [repeats])
+
+    def folded_weights(self) -> list:
+        """The weights the gate scales instead of the block's output, where that is exact for
+        every gate value g >= 0: the BatchNormalization's gamma and beta (BN(z) * g), or else
+        the layer's kernel and bias (its output is linear in them), when what follows them is
+        scale-equivariant (f(g * z) = g * f(z): linear, ReLU). Scaling the weights costs less
+        than scaling, and back-propagating through, every activation of the batch. Empty when
+        what follows is not equivariant (the output is multiplied then)."""
+        after = [self.activation_layer] + ([] if self.norm is not None else [self.layer])
+        if not all(a is None or activation_name(a) in SCALE_EQUIVARIANT for a in after):
+            return []
+        if self.norm is not None:
+            norm = self.norm
+            return [v for v in (norm.gamma, norm.beta) if v is not None] if norm.scale else []
+        if isinstance(self.layer, L.SeparableConv2D):
+            kernel = self.layer.pointwise_kernel
+        else:
+            kernel = self.layer.kernel
+        return [kernel] + ([self.layer.bias] if self.layer.use_bias else [])
 
     def training_gate(self):
         """This step's sampled gates. The group's owner draws the noise and keeps it for the
@@ -315,22 +351,36 @@ class LatencyAware(L.Wrapper):
         self.controlled.assign(0.0)
 
     def _gated_recurrent(self, inputs, gate, training):
-        """Runs the GRU/LSTM with its candidate columns scaled by the gate (read through a
-        `keras.StatelessScope`, so the layer's own weights are untouched).
-
-        The scope also swallows the layer's state updates, among them the advance of its
-        dropout seed generators: written back after the call, so that every training batch
-        draws fresh dropout and recurrent-dropout masks instead of the same ones forever."""
+        """Runs the GRU/LSTM with its candidate columns scaled by the gate."""
         cell = self.layer.cell
         blocks, candidate = gate_blocks(self.layer)
         ones = ops.ones_like(gate)
         columns = ops.concatenate([gate if b == candidate else ones for b in range(blocks)])
         variables = [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if cell.use_bias else [])
-        mapping = [(v, ops.convert_to_tensor(v) * columns) for v in variables]
-        state = self.layer.non_trainable_variables if training else []  # seed generators
+        return self._with_scaled_weights(
+            {id(v): columns for v in variables},
+            lambda: self.layer(inputs, training=training),
+            training,
+        )
+
+    def _with_scaled_weights(self, scales, run, training):
+        """`run()` with every weight whose id is in `scales` multiplied by it along its last
+        axis, read through a `keras.StatelessScope` (the weights themselves are untouched,
+        gradients reach them and the gate).
+
+        The scope also swallows the sublayers' state updates (BatchNormalization's moving
+        statistics, the advance of a recurrent layer's dropout seed generators): written back
+        after the call, so that training updates them as it would without the gate (and a
+        GRU draws fresh dropout masks every batch instead of the same ones forever)."""
+        layers = [x for x in (self.layer, self.norm) if x is not None]
+        weights = [w for x in layers for w in x.weights if id(w) in scales]
+        mapping = [
+            (w, ops.convert_to_tensor(w) * ops.cast(scales[id(w)], w.dtype)) for w in weights
+        ]
+        state = [v for x in layers for v in x.non_trainable_variables] if training else []
         mapping += [(v, ops.convert_to_tensor(v)) for v in state]
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            outputs = self.layer(inputs, training=training)
+            outputs = run()
         for v in state:
             v.assign(scope.get_current_value(v))
         return outputs
@@ -339,8 +389,18 @@ class LatencyAware(L.Wrapper):
         return self.layer.compute_output_shape(input_shape)
 
     def mask(self) -> np.ndarray:
-        """Boolean alive mask (host side) of the gates: output channels, or multipliers."""
-        return keras.ops.convert_to_numpy(self.inference_mask()) > 0.5
+        """Boolean alive mask (host side) of the gates: output channels, or multipliers.
+
+        `inference_mask` computed in NumPy: FastDeepIoT's epoch step asks for every gate's mask
+        a few dozen times, and a handful of eager ops per call cost more than the step's
+        arithmetic. The two agree (tests/prune/test_wrapper.py)."""
+        logits = keras.ops.convert_to_numpy(self.gate_logits)
+        alive = keras.ops.convert_to_numpy(self.alive) > 0
+        is_open = (logits > get_gate(self.gate).threshold) & alive
+        if is_open.sum() >= self.min_channels:
+            return is_open
+        ranked = np.where(alive, logits, -1e9)
+        return ranked >= np.sort(ranked)[-self.min_channels]
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object

@@ -31,6 +31,20 @@ def test_nested_models_are_inlined_with_their_training_argument():
     assert [k.layers for k in model_kernels(model)][0] == ["base_conv", "base_bn", "base_relu"]
 
 
+def test_a_model_is_traced_once_and_again_when_its_layers_change():
+    model = keras.Sequential([keras.Input((8,)), L.Dense(4, name="d1")])
+    model.compile("adam", "mse")  # tracing a compiled model leaves it compiled
+    graph = trace(model)
+    assert trace(model) is graph and model.compiled
+    model.add(L.Dense(2, name="d2"))
+    assert [n.name for n in trace(model).nodes] == ["d1", "d2"]
+    outer = keras.Sequential([keras.Input((8,)), model])
+    before = trace(outer)
+    model.pop()  # a nested model's change is seen through the outer one
+    assert trace(outer) is not before
+    assert [n.name for n in trace(outer).nodes] == ["d1"]
+
+
 def test_a_shared_layer_is_one_node_per_call():
     x = keras.Input((8, 8, 4))
     shared = L.Conv2D(4, 3, padding="same", name="shared")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from prune_helpers import depthwise_net, lenet
 
-from fdi_keras.prune import LatencyRegularizer, expand_to_local_minima, latency_aware
+from fdi_keras.prune import LatencyRegularizer, expand_to_local_minima, latency_aware, regularizer
 from fdi_keras.prune.expansion import (
     REVIVE_MARGIN,
     best_width,
@@ -17,6 +17,7 @@ from fdi_keras.prune.expansion import (
 )
 from fdi_keras.prune.gates import get_gate
 from fdi_keras.prune.regularizer import channel_dependencies
+from fdi_keras.prune.regularizer import wrappers as regularizer_wrappers
 from fdi_keras.timing import TimingTree
 
 L = keras.layers
@@ -141,6 +142,20 @@ def test_predicted_us_at_any_widths_is_the_prediction_of_that_structure(staircas
             w.alive.assign((np.arange(w.channels) < widths[root]).astype("float32"))
     expected = LatencyRegularizer(staircase_tree).predict(gated).total_us
     assert predicted_us(staircase_tree, kernels, widths) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("build", [lenet, depthwise_net])
+def test_kernels_moved_to_new_widths_are_those_of_the_new_structure(build):
+    gated = latency_aware(build())
+    channel_dependencies(gated)  # derived here, then moved to the widths below
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        for w in regularizer_wrappers(gated):
+            w.alive.assign((rng.random(w.channels) < 0.6).astype("float32"))
+        moved, _ = channel_dependencies(gated)
+        regularizer._DEPENDENCIES.pop(gated)
+        fresh, _ = channel_dependencies(gated)  # stripped at these widths
+        assert [spec for spec, _ in moved] == [spec for spec, _ in fresh]
 
 
 def test_prune_to_target_keeps_the_same_fraction_of_the_most_open_channels(staircase_tree):

@@ -83,6 +83,58 @@ def test_closed_gates_zero_their_channels_and_min_channels_is_kept():
     assert layer.mask().tolist() == [False, False, True, True]
 
 
+@pytest.mark.parametrize("gate", ["hard_concrete", "straight_through"])
+def test_the_host_mask_is_the_inference_mask(gate):
+    layer = LatencyAware(L.Dense(16), gate=gate, min_channels=3)
+    layer(np.ones((1, 4), "float32"))
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        logits = rng.normal(-2.0 if trial % 2 else 1.0, 3.0, 16)  # odd trials: mostly closed
+        alive = (rng.random(16) < 0.7).astype("float32")
+        layer.alive.assign(alive)
+        layer.set_gate_logits(logits)
+        expected = keras.ops.convert_to_numpy(layer.inference_mask()) > 0.5
+        np.testing.assert_array_equal(layer.mask(), expected)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LatencyAware(L.Conv2D(6, 3, activation="relu"), gate="straight_through"),
+        lambda: LatencyAware(
+            L.Conv2D(6, 3),
+            norm=L.BatchNormalization(),
+            activation=L.ReLU(),
+            gate="straight_through",
+        ),
+        lambda: LatencyAware(L.DepthwiseConv2D(3, depth_multiplier=2), gate="straight_through"),
+        lambda: LatencyAware(L.Conv2D(6, 3, activation="relu6"), gate="straight_through"),
+    ],
+    ids=["conv_relu", "conv_bn_relu", "depthwise", "relu6_not_folded"],
+)
+def test_a_gate_folded_into_the_weights_gives_the_gated_output_and_trains(make):
+    import tensorflow as tf
+
+    layer = make()
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+    layer(x)
+    layer.controlled.assign(1.0)
+    layer.set_gate_logits(np.where(np.arange(layer.channels) % 3 == 0, -3.0, 2.0))
+    folded = bool(layer.folded_weights())
+    assert folded == (layer.layer.get_config().get("activation") != "relu6")
+    for training in (False, True):  # straight-through gates are 0/1 in both
+        gate = layer.inference_mask()
+        expected = layer._block(x, training) * layer._per_entry(gate, layer._block(x, training))
+        np.testing.assert_allclose(layer(x, training=training), expected, atol=1e-5)
+    moving = [v.numpy().copy() for v in layer.non_trainable_weights if "moving" in v.path]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, training=True) ** 2)
+    grads = tape.gradient(loss, [layer.gate_parameters, *layer.layer.trainable_weights])
+    assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in grads)
+    after = [v.numpy() for v in layer.non_trainable_weights if "moving" in v.path]
+    assert all((a != b).any() for a, b in zip(after, moving))  # BN statistics still move
+
+
 def test_penalty_is_added_in_training_only():
     layer = LatencyAware(L.Dense(4))
     x = np.ones((1, 3), "float32")
