@@ -250,7 +250,7 @@ class LatencyAware(L.Wrapper):
             gate = self.inference_mask()
         if isinstance(self.layer, RECURRENT):
             return self._gated_recurrent(inputs, gate, training)
-        folded = self.folded_weights()
+        folded = self.folded_weights(self.compute_output_shape(inputs.shape))
         if folded:  # the gate scales weights, not the (much larger) output
             return self._with_scaled_weights(
                 {id(v): self._per_entry(gate, v) for v in folded},
@@ -274,13 +274,16 @@ class LatencyAware(L.Wrapper):
         repeats = tensor.shape[-1] // self.channels
         return gate if repeats == 1 else ops.tile(gate, [repeats])
 
-    def folded_weights(self) -> list:
+    def folded_weights(self, output_shape=None) -> list:
         """The weights the gate scales instead of the block's output, where that is exact for
-        every gate value g >= 0: the BatchNormalization's gamma and beta (BN(z) * g), or else
-        the layer's kernel and bias (its output is linear in them), when what follows them is
-        scale-equivariant (f(g * z) = g * f(z): linear, ReLU). Scaling the weights costs less
-        than scaling, and back-propagating through, every activation of the batch. Empty when
-        what follows is not equivariant (the output is multiplied then)."""
+        every gate value g >= 0 and cheaper: the BatchNormalization's gamma and beta
+        (BN(z) * g), or else the layer's kernel and bias (its output is linear in them), when
+        what follows them is scale-equivariant (f(g * z) = g * f(z): linear, ReLU).
+
+        Scaling a channel's weights instead of its activations saves work when it has fewer
+        weights than positions: always for BN's two, for a kernel when its fan-in is at most
+        the output's positions per example (`output_shape`; a convolution on a large feature
+        map, not a Dense layer). Empty otherwise (the output is multiplied then)."""
         after = [self.activation_layer] + ([] if self.norm is not None else [self.layer])
         if not all(a is None or activation_name(a) in SCALE_EQUIVARIANT for a in after):
             return []
@@ -291,6 +294,9 @@ class LatencyAware(L.Wrapper):
             kernel = self.layer.pointwise_kernel
         else:
             kernel = self.layer.kernel
+        positions = int(np.prod(output_shape[1:-1])) if output_shape is not None else 1
+        if int(np.prod(kernel.shape)) // kernel.shape[-1] > positions:
+            return []
         return [kernel] + ([self.layer.bias] if self.layer.use_bias else [])
 
     def training_gate(self):

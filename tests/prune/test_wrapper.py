@@ -109,8 +109,9 @@ def test_the_host_mask_is_the_inference_mask(gate):
         ),
         lambda: LatencyAware(L.DepthwiseConv2D(3, depth_multiplier=2), gate="straight_through"),
         lambda: LatencyAware(L.Conv2D(6, 3, activation="relu6"), gate="straight_through"),
+        lambda: LatencyAware(L.Conv2D(6, 7, activation="relu"), gate="straight_through"),
     ],
-    ids=["conv_relu", "conv_bn_relu", "depthwise", "relu6_not_folded"],
+    ids=["conv_relu", "conv_bn_relu", "depthwise", "relu6_not_folded", "fan_in_not_folded"],
 )
 def test_a_gate_folded_into_the_weights_gives_the_gated_output_and_trains(make):
     import tensorflow as tf
@@ -120,8 +121,9 @@ def test_a_gate_folded_into_the_weights_gives_the_gated_output_and_trains(make):
     layer(x)
     layer.controlled.assign(1.0)
     layer.set_gate_logits(np.where(np.arange(layer.channels) % 3 == 0, -3.0, 2.0))
-    folded = bool(layer.folded_weights())
-    assert folded == (layer.layer.get_config().get("activation") != "relu6")
+    folded = bool(layer.folded_weights(layer.compute_output_shape(x.shape)))
+    config = layer.layer.get_config()  # a 7x7x3 fan-in is more than the 2x2 output positions
+    assert folded == (config.get("activation") != "relu6" and config["kernel_size"] != (7, 7))
     for training in (False, True):  # straight-through gates are 0/1 in both
         gate = layer.inference_mask()
         expected = layer._block(x, training) * layer._per_entry(gate, layer._block(x, training))
