@@ -142,24 +142,23 @@ def channel_dependencies(model):
     d(dim) / d(alive channels of the group) at the current structure (`channel_slopes`), e.g.
     Flatten -> Dense: h*w; the channels after a Concatenate: 1 for each branch's group.
 
-    The kernels are linear in the groups' widths (a gated DepthwiseConv2D's C * M channels
-    aside), so a model's are derived once, by stripping it, and later calls move them to the
-    current widths (`spec_at`); a model with a gated DepthwiseConv2D is stripped again
-    whenever its widths changed. FastDeepIoT asks for them several times every epoch.
+    A model's kernels are derived by stripping it, once per set of widths (FastDeepIoT asks
+    for them several times between two structural changes).
     """
     graph = trace(model)
     groups = _groups(graph)
     members = gate_groups(model, groups)
     alive = {root: int(ws[0].mask().sum()) for root, ws in members.items()}
     cached = _DEPENDENCIES.get(model)
-    if cached is None or cached[0] is not graph or (cached[1] and cached[2] != alive):
+    if cached is None or cached[0] is not graph or cached[1] != alive:
         kernels = _channel_dependencies(model, graph, groups, members, alive)
-        bilinear = any(isinstance(w.layer, L.DepthwiseConv2D) for w in wrappers(model))
-        cached = _DEPENDENCIES[model] = (graph, bilinear, alive, kernels)
-    return [(spec_at(spec, deps, alive), deps) for spec, deps in cached[3]], members
+        cached = _DEPENDENCIES[model] = (graph, alive, kernels)
+    return cached[2], members
 
 
-# model -> (its graph, whether it has a bilinear dim, the widths and kernels derived there)
+# model -> (its graph, the widths its kernels were derived at, those kernels). Not moved to
+# other widths by their dependencies: kernels an activation or a fused op adds (a swish's
+# sigmoid and multiply) change with the widths but have no dependency recorded.
 _DEPENDENCIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -145,17 +145,17 @@ def test_predicted_us_at_any_widths_is_the_prediction_of_that_structure(staircas
 
 
 @pytest.mark.parametrize("build", [lenet, depthwise_net])
-def test_kernels_moved_to_new_widths_are_those_of_the_new_structure(build):
+def test_kernels_after_a_width_change_are_those_of_the_new_structure(build):
     gated = latency_aware(build())
-    channel_dependencies(gated)  # derived here, then moved to the widths below
+    channel_dependencies(gated)  # derived (and kept) here, asked again at the widths below
     rng = np.random.default_rng(1)
     for _ in range(3):
         for w in regularizer_wrappers(gated):
             w.alive.assign((rng.random(w.channels) < 0.6).astype("float32"))
-        moved, _ = channel_dependencies(gated)
+        kept, _ = channel_dependencies(gated)
         regularizer._DEPENDENCIES.pop(gated)
         fresh, _ = channel_dependencies(gated)  # stripped at these widths
-        assert [spec for spec, _ in moved] == [spec for spec, _ in fresh]
+        assert [spec for spec, _ in kept] == [spec for spec, _ in fresh]
 
 
 def test_prune_to_target_keeps_the_same_fraction_of_the_most_open_channels(staircase_tree):
