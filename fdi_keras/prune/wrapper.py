@@ -253,7 +253,7 @@ class LatencyAware(L.Wrapper):
         folded = self.folded_weights(self.compute_output_shape(inputs.shape))
         if folded:  # the gate scales weights, not the (much larger) output
             return self._with_scaled_weights(
-                {id(v): self._per_entry(gate, v) for v in folded},
+                [(v, self._per_entry(gate, v)) for v in folded],
                 lambda: self._block(inputs, training),
                 training,
             )
@@ -364,25 +364,22 @@ class LatencyAware(L.Wrapper):
         columns = ops.concatenate([gate if b == candidate else ones for b in range(blocks)])
         variables = [cell.kernel, cell.recurrent_kernel] + ([cell.bias] if cell.use_bias else [])
         return self._with_scaled_weights(
-            {id(v): columns for v in variables},
+            [(v, columns) for v in variables],
             lambda: self.layer(inputs, training=training),
             training,
         )
 
-    def _with_scaled_weights(self, scales, run, training):
-        """`run()` with every weight whose id is in `scales` multiplied by it along its last
-        axis, read through a `keras.StatelessScope` (the weights themselves are untouched,
-        gradients reach them and the gate).
+    def _with_scaled_weights(self, scaled, run, training):
+        """`run()` with each (weight, scale) of `scaled` multiplied along its last axis, read
+        through a `keras.StatelessScope` (the weights themselves are untouched, gradients reach
+        them and the gate).
 
         The scope also swallows the sublayers' state updates (BatchNormalization's moving
         statistics, the advance of a recurrent layer's dropout seed generators): written back
         after the call, so that training updates them as it would without the gate (and a
         GRU draws fresh dropout masks every batch instead of the same ones forever)."""
         layers = [x for x in (self.layer, self.norm) if x is not None]
-        weights = [w for x in layers for w in x.weights if id(w) in scales]
-        mapping = [
-            (w, ops.convert_to_tensor(w) * ops.cast(scales[id(w)], w.dtype)) for w in weights
-        ]
+        mapping = [(w, ops.convert_to_tensor(w) * ops.cast(g, w.dtype)) for w, g in scaled]
         state = [v for x in layers for v in x.non_trainable_variables] if training else []
         mapping += [(v, ops.convert_to_tensor(v)) for v in state]
         with keras.StatelessScope(state_mapping=mapping) as scope:
