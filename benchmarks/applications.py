@@ -16,6 +16,7 @@ The tree must hold every kind the zoo needs (`make profile` profiles them).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -32,11 +33,20 @@ from zoo import ZOO, close_random_channels  # noqa: E402
 from benchmarks.common import environment, table, write_section  # noqa: E402
 from fdi_keras import TimingTree, latency_aware, predict_latency, strip  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
+from fdi_keras.profiling.runners import cpu_model  # noqa: E402
+from fdi_keras.profiling.store import ProfileStore  # noqa: E402
+from fdi_keras.profiling.timer import Timing  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("tree", "profiles/this_cpu/timing_tree.json", "This CPU's timing tree.")
 flags.DEFINE_list("models", [], "Names to run (default: all of ZOO and LARGER).")
 flags.DEFINE_integer("rounds", 2, "Measurements of every model (2: the second is the noise floor).")
+flags.DEFINE_string(
+    "measurements",
+    os.path.join(ROOT, "benchmarks", "out", "applications", "measurements.jsonl"),
+    "Where every model's timings are kept, per CPU: a rerun with another tree measures only "
+    "the models this CPU has no timings of.",
+)
 
 A = keras.applications
 # Where a family is usually deployed: larger inputs than the tests' (1 thread, this CPU).
@@ -56,12 +66,26 @@ def thinned(model, seed=0):
     return strip(gated)
 
 
+def measured(store, key, model):
+    """[first, *again] timings of the model `key` on this CPU: from `store` when this CPU timed
+    it before, else `model` converted, measured FLAGS.rounds times and appended to it."""
+    key = f"{cpu_model()}|{FLAGS.rounds} rounds|{key}"
+    if key not in store.done:
+        flat = to_tflite(model)
+        timings = [measure_latency([flat])[0] for _ in range(FLAGS.rounds)]
+        store.append([{"key": key, "timings": [dataclasses.asdict(t) for t in timings]}])
+    row = next(r for r in store.rows if r["key"] == key)
+    return [Timing(**t) for t in row["timings"]]
+
+
 def main(argv):
     del argv
     tree = TimingTree.load(FLAGS.tree)
     ablation = TimingTree.from_dict({**tree.to_dict(), "composition": {}})
     builders = {**ZOO, **LARGER}
     names = FLAGS.models or list(builders)
+    os.makedirs(os.path.dirname(FLAGS.measurements), exist_ok=True)
+    store = ProfileStore(FLAGS.measurements)
     rows, errors, errors_median, errors_sum, floor, floor_median = [], [], [], [], [], []
     for name in tqdm(names, desc="zoo"):
         base = builders[name]()
@@ -69,8 +93,7 @@ def main(argv):
             predicted = predict_latency(model, tree).total_ms
             predicted_median = predict_latency(model, tree, "median").total_ms
             predicted_sum = predict_latency(model, ablation).total_ms
-            flat = to_tflite(model)
-            first, *again = [measure_latency([flat])[0] for _ in range(FLAGS.rounds)]
+            first, *again = measured(store, name + variant, model)
             error = predicted / first.min_ms - 1
             errors.append(error)
             errors_median.append(predicted_median / first.median_ms - 1)
