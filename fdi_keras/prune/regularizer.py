@@ -35,14 +35,17 @@ from fdi_keras.timing.tree import TimingTree
 
 L = keras.layers
 # Which dims of a kernel are channel counts, and which side sets them: the input's channels,
-# the output's, or the gates of a DepthwiseConv2D's multiplier.
+# the output's, the output's elements (channels x positions: the kernels an activation adds,
+# such as a swish's sigmoid and multiply, which follow their layer's output), or the gates of
+# a DepthwiseConv2D's multiplier.
 CHANNEL_DIMS = {
+    "activation": {"n": "out_elements"},
     "conv2d": {"cin": "in", "cout": "out"},
     "dense": {"cin": "in", "cout": "out"},
     "depthwise_conv2d": {"cin": "in", "mult": "mult"},
     "pool2d": {"c": "in"},
     "global_pool": {"c": "in"},
-    "add": {"c": "in"},
+    "add": {"c": "out"},  # an element-wise op's output has its inputs' channels
     "concat": {"c": "out"},
     "pad": {"c": "in"},
     "lrn": {"c": "in"},
@@ -128,11 +131,15 @@ def _add(a: dict, b: dict) -> dict:
     return {root: a.get(root, 0.0) + b.get(root, 0.0) for root in {**a, **b}}
 
 
-def _stripped_name(node) -> str:
-    """The name `node`'s kernels have in `strip(model)` (a wrapper becomes its layer)."""
-    if isinstance(node.layer, LatencyAware):
-        return node.layer.layer.name + node.name[len(node.layer.name) :]
-    return node.name
+def _stripped_names(node) -> list[str]:
+    """The names `node`'s layers have in `strip(model)`: a wrapper becomes its layer, then the
+    BatchNormalization and activation it holds."""
+    layer = node.layer
+    if isinstance(layer, LatencyAware):
+        suffix = node.name[len(layer.name) :]
+        held = (layer.layer, layer.norm, layer.activation_layer)
+        return [sub.name + suffix for sub in held if sub is not None]
+    return [node.name]
 
 
 def channel_dependencies(model):
@@ -156,9 +163,7 @@ def channel_dependencies(model):
     return cached[2], members
 
 
-# model -> (its graph, the widths its kernels were derived at, those kernels). Not moved to
-# other widths by their dependencies: kernels an activation or a fused op adds (a swish's
-# sigmoid and multiply) change with the widths but have no dependency recorded.
+# model -> (its graph, the widths its kernels were derived at, those kernels).
 _DEPENDENCIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -182,11 +187,16 @@ def _channel_dependencies(model, graph, groups, members, alive) -> list:
             node.layer.layer, L.DepthwiseConv2D
         )
         own = root_of.get(id(node.layer))
-        sides[_stripped_name(node)] = {
+        side = {
             "in": slopes[id(node.inputs[0])] if node.inputs else {},
             "out": out,
+            "out_elements": _scaled(out, int(np.prod(node.output.shape[1:-1]))),
             "mult": {own: 1.0} if multiplier and own in out else {},
         }
+        layer, *held = _stripped_names(node)
+        sides[layer] = side
+        for name in held:  # a held BN or activation sees the gated channels on both sides
+            sides[name] = {**side, "in": out, "mult": {}}
     out = []
     for kernel in model_kernels(strip(model)):
         side = sides.get(kernel.layers[0], {})

@@ -49,3 +49,16 @@ def depthwise_net(multiplier=3, shape=(12, 12, 3)):
     h = L.Conv2D(8, 1)(h)
     h = L.GlobalAveragePooling2D()(h)
     return keras.Model(x, L.Dense(4)(h))
+
+
+def swish_net(shape=(12, 12, 3)):
+    """Swish in all three places EfficientNet has it (a Conv2D's own activation, a
+    DepthwiseConv2D's, and an Activation after BN): each adds a sigmoid and a multiply kernel."""
+    L = keras.layers
+    x = keras.Input(shape)
+    h = L.Conv2D(12, 3, padding="same", activation="swish")(x)
+    h = L.DepthwiseConv2D(3, padding="same", activation="swish")(h)
+    h = L.Conv2D(10, 1)(h)
+    h = L.Activation("swish")(L.BatchNormalization()(h))
+    h = L.GlobalAveragePooling2D()(h)
+    return keras.Model(x, L.Dense(4)(h))

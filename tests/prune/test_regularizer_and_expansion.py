@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from prune_helpers import depthwise_net, lenet
+from prune_helpers import depthwise_net, lenet, swish_net
 
 from fdi_keras.prune import LatencyRegularizer, expand_to_local_minima, latency_aware, regularizer
 from fdi_keras.prune.expansion import (
@@ -16,7 +16,7 @@ from fdi_keras.prune.expansion import (
     width_floor,
 )
 from fdi_keras.prune.gates import get_gate
-from fdi_keras.prune.regularizer import channel_dependencies
+from fdi_keras.prune.regularizer import channel_dependencies, spec_at
 from fdi_keras.prune.regularizer import wrappers as regularizer_wrappers
 from fdi_keras.timing import TimingTree
 
@@ -156,6 +156,26 @@ def test_kernels_after_a_width_change_are_those_of_the_new_structure(build):
         regularizer._DEPENDENCIES.pop(gated)
         fresh, _ = channel_dependencies(gated)  # stripped at these widths
         assert [spec for spec, _ in kept] == [spec for spec, _ in fresh]
+
+
+@pytest.mark.parametrize("build", [lenet, swish_net])
+def test_dependencies_move_every_kernel_to_other_widths(build):
+    """What predicted_us relies on: the kernels derived at one set of widths, moved along their
+    dependencies, are the kernels of the model stripped at another, including the sigmoid and
+    multiply a swish adds. (Not depthwise_net: after a depth multiplier > 1 the channels are
+    C x M, linear in each group only while the other stays.)"""
+    gated = latency_aware(build())
+    full, members = channel_dependencies(gated)
+    assert any(spec.kind == "activation" for spec, _ in full) or build is not swish_net
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        for w in regularizer_wrappers(gated):
+            alive = rng.random(w.channels) < 0.6
+            alive[0] = True
+            w.alive.assign(alive.astype("float32"))
+        widths = {root: int(ws[0].mask().sum()) for root, ws in members.items()}
+        fresh, _ = channel_dependencies(gated)
+        assert [spec_at(spec, deps, widths) for spec, deps in full] == [s for s, _ in fresh]
 
 
 def test_prune_to_target_keeps_the_same_fraction_of_the_most_open_channels(staircase_tree):
