@@ -37,7 +37,7 @@ from fdi_keras.latency import predict_latency  # noqa: E402
 from fdi_keras.plots import staircase_figure  # noqa: E402
 from fdi_keras.profiling import LocalRunner, read_rows, run_profile  # noqa: E402
 from fdi_keras.profiling.fitting import check_one_setup, fit_profile  # noqa: E402
-from fdi_keras.profiling.networks import random_network  # noqa: E402
+from fdi_keras.profiling.networks import network_of  # noqa: E402
 from fdi_keras.profiling.sampling import sample_held_out  # noqa: E402
 from fdi_keras.specs import NETWORK, LayerSpec  # noqa: E402
 from fdi_keras.timing import FlopsLinear, TimingTree, rows_to_dataset  # noqa: E402
@@ -115,7 +115,7 @@ def networks_table(tree, first_rows, second_rows):
     ablation = TimingTree.from_dict({**tree.to_dict(), "composition": {}})
     rows, out = [], {"min": [], "median": [], "sum": []}
     for i, spec in enumerate(specs):
-        model = random_network(spec.dims["seed"])
+        model = network_of(spec)
         p_min = predict_latency(model, tree, "min").total_us
         p_med = predict_latency(model, tree, "median").total_us
         p_sum = predict_latency(model, ablation).total_us

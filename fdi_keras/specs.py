@@ -28,8 +28,9 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
     "gru": (("t", "cin", "units"), {}),
     "lstm": (("t", "cin", "units"), {}),
     # Not a kernel: a whole random network (fdi_keras.profiling.networks), profiled to learn
-    # how kernels compose inside a model (fdi_keras.timing.composition).
-    "network": (("seed",), {"generator": ("v1",)}),
+    # how kernels compose inside a model (fdi_keras.timing.composition); the generator
+    # versions it knows, the newest last.
+    "network": (("seed",), {"generator": ("v1", "v2")}),
 }
 NETWORK = "network"
 # The channel dimension whose staircase a kind's tree learns (and the profiler sweeps).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from fdi_keras.layers import LocalResponseNormalization
-from fdi_keras.profiling.networks import random_network
+from fdi_keras.profiling.networks import network_of
 from fdi_keras.specs import NETWORK, LayerSpec
 
 
@@ -108,6 +108,6 @@ def build_kernel_model(spec: LayerSpec) -> keras.Model:
     """A batch-1 functional model containing only `spec`'s kernel, randomly initialised
     (for a `network` spec, the whole random network of its seed)."""
     if spec.kind == NETWORK:
-        return random_network(spec.dims["seed"])
+        return network_of(spec)
     inputs, outputs = _BUILDERS[spec.kind](spec.dims, spec.attrs)
     return keras.Model(inputs, outputs, name=f"{spec.kind}_kernel")

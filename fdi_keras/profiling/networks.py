@@ -13,8 +13,13 @@ The generator is deliberately not a copy of any published architecture (the stoc
 drawn from the building blocks mobile networks are made of (plain, depthwise-separable and
 inverted-residual convolutions, residual pairs, two-branch concatenations, pooling), with
 random widths, kernel sizes, strides, activations and batch norms, and an optional
-classifier head. Inputs are 16-224 pixels, up to about 1.2 G multiply-accumulates and
-40 MB of weights, so both cache-resident and memory-bound models are covered.
+classifier head. Inputs are 16-224 pixels, up to about 1.2 G multiply-accumulates.
+
+Version v2 adds weight-bound networks (about 40% of them): small inputs (16-64 px), layers up
+to 2,048 channels, an optional wide hidden Dense layer, and up to 160 MB of weights, which
+is where stock models at small inputs live (ResNet50 at 32 px reads 94 MB of weights for
+0.16 G multiply-accumulates) and where v1's networks (at most 40 MB, mostly compute-bound)
+never went: more weights than the last-level cache holds. Rows of v1 networks stay usable.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import functools
 
 import numpy as np
 
-from fdi_keras.specs import LayerSpec
+from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
 # Stored in every network spec: editing the generator must bump it, so that a seed always
-# means the network that was timed (rows of another version are not fitted).
-GENERATOR_VERSION = "v1"
+# means the network that was timed. Every version listed still draws what it drew.
+GENERATOR_VERSIONS = KINDS[NETWORK][1]["generator"]  # ("v1", "v2")
+GENERATOR_VERSION = GENERATOR_VERSIONS[-1]
 MAX_MACS = 1.2e9
-MAX_PARAMS = 10e6  # 40 MB of float32 weights
+MAX_PARAMS = {"v1": 10e6, "v2": 40e6}  # 40 MB / 160 MB of float32 weights
+WIDE_SHARE = 0.4  # v2: the share of weight-bound networks
 
 
 def _logint(rng, low, high):
@@ -44,12 +51,17 @@ def _width(rng, low=8, high=512):
 class _Builder:
     """Draws one network from `rng`, block by block, with the Keras functional API."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, version):
         import keras
 
         self.keras, self.L, self.rng = keras, keras.layers, rng
         self.activation = [None, "relu", "relu6", "hard_swish", "swish"][rng.integers(5)]
         self.batch_norm = rng.random() < 0.5
+        self.wide = version != "v1" and rng.random() < WIDE_SHARE
+        self.max_width = 2048 if self.wide else 512
+
+    def width(self):
+        return _width(self.rng, 128 if self.wide else 8, self.max_width)
 
     def act(self, x):
         if self.batch_norm:
@@ -70,18 +82,18 @@ class _Builder:
         )
         c, k, s = x.shape[-1], int(rng.choice([1, 3, 5], p=[0.3, 0.6, 0.1])), self.stride(x)
         if kind == "conv":
-            return self.conv(x, _width(rng), k, s)
+            return self.conv(x, self.width(), k, s)
         if kind == "separable":
             x = self.act(L.DepthwiseConv2D(max(k, 3), s, padding="same")(x))
-            return self.conv(x, _width(rng))
+            return self.conv(x, self.width())
         if kind == "inverted":
-            y = self.conv(x, _width(rng, c, min(6 * c, 1536)))
+            y = self.conv(x, _width(rng, c, min(6 * c, 3 * self.max_width)))
             y = self.act(L.DepthwiseConv2D(max(k, 3), s, padding="same")(y))
             same = s == 1 and rng.random() < 0.6
-            y = L.Conv2D(c if same else _width(rng), 1)(y)
+            y = L.Conv2D(c if same else self.width(), 1)(y)
             return L.Add()([x, y]) if same else y
         if kind == "residual":
-            y = self.conv(x, _width(rng), 3)
+            y = self.conv(x, self.width(), 3)
             y = L.Conv2D(c, 3, padding="same")(y)
             return self.act(L.Add()([x, y]))
         if kind == "branches":
@@ -93,46 +105,57 @@ class _Builder:
 
     def build(self):
         rng, L = self.rng, self.L
-        size = _logint(rng, 16, 224)
+        size = _logint(rng, 16, 48 if self.wide else 224)
         inputs = self.keras.Input((size, size, 3), batch_size=1)
         x = self.conv(inputs, _width(rng, 8, 64), 3, 2 if size >= 32 else 1)
         for _ in range(int(rng.integers(2, 15))):
             x = self.block(x)
         if rng.random() < 0.7:
             x = L.GlobalAveragePooling2D()(x)
+            if self.wide and rng.random() < 0.5:
+                x = L.Dense(_logint(rng, 256, 4096), activation="relu")(x)
             x = L.Dense(_logint(rng, 10, 1000), activation="softmax")(x)
         return self.keras.Model(inputs, x)
 
 
-def _draw(seed: int):
-    """(model, its runtime kernels) of the random network of `seed`: draws are redrawn from
-    the same seed's stream until one fits the MAC and weight budget."""
+def _draw(seed: int, version: str = GENERATOR_VERSION):
+    """(model, its runtime kernels) of the random network of `seed` as generator `version`
+    draws it: draws are redrawn from the same seed's stream until one fits the MAC and weight
+    budget."""
     from fdi_keras.features import compute_features
     from fdi_keras.kernels import model_kernels
 
     rng = np.random.default_rng([seed, 0x6E6574])
     while True:
-        model = _Builder(rng).build()
+        model = _Builder(rng, version).build()
         kernels = model_kernels(model)
         macs = sum(
             compute_features(k.spec)["flops"] / 2
             for k in kernels
             if k.spec.kind in ("conv2d", "depthwise_conv2d", "dense")
         )
-        if model.count_params() <= MAX_PARAMS and macs <= MAX_MACS:
+        if model.count_params() <= MAX_PARAMS[version] and macs <= MAX_MACS:
             return model, kernels
 
 
-def random_network(seed: int):
+def random_network(seed: int, version: str = GENERATOR_VERSION):
     """The random network of `seed` (deterministic), within the MAC and weight budget."""
-    return _draw(seed)[0]
+    return _draw(seed, version)[0]
+
+
+def network_of(spec: LayerSpec):
+    """The Keras model a `network` spec stands for."""
+    return random_network(spec.dims["seed"], _version(spec))
 
 
 @functools.lru_cache(maxsize=4096)
-def network_kernel_specs(seed: int, dtype: str = "float32", threads: int = 1) -> tuple:
+def network_kernel_specs(
+    seed: int, dtype: str = "float32", threads: int = 1, version: str = GENERATOR_VERSION
+) -> tuple:
     """The runtime kernels of network `seed` as `LayerSpec`s in `dtype` and `threads`."""
     return tuple(
-        LayerSpec(k.spec.kind, k.spec.dims, k.spec.attrs, dtype, threads) for k in _draw(seed)[1]
+        LayerSpec(k.spec.kind, k.spec.dims, k.spec.attrs, dtype, threads)
+        for k in _draw(seed, version)[1]
     )
 
 
@@ -140,15 +163,20 @@ def network_kernels(spec: LayerSpec) -> tuple:
     """The kernels of a `network` spec, in its dtype and threads (for `TimingTree.fit_rows`).
 
     Raises:
-        ValueError: the spec was drawn by another version of the generator.
+        ValueError: the spec was drawn by a generator version this fdi_keras does not know.
     """
-    if spec.attrs.get("generator") != GENERATOR_VERSION:
+    return network_kernel_specs(spec.dims["seed"], spec.dtype, spec.threads, _version(spec))
+
+
+def _version(spec: LayerSpec) -> str:
+    version = spec.attrs.get("generator")
+    if version not in GENERATOR_VERSIONS:
         raise ValueError(
-            f"Network {spec.dims} was drawn by generator {spec.attrs.get('generator')!r}; this "
-            f"fdi_keras draws {GENERATOR_VERSION!r}, whose seeds mean other networks. Profile "
-            "the networks again (a new --out_dir) or use the fdi_keras that drew them."
+            f"Network {spec.dims} was drawn by generator {version!r}; this fdi_keras draws "
+            f"{GENERATOR_VERSIONS}, whose seeds mean other networks. Use the fdi_keras that "
+            "drew them, or profile the networks again (--kinds=network)."
         )
-    return network_kernel_specs(spec.dims["seed"], spec.dtype, spec.threads)
+    return version
 
 
 def network_specs(
