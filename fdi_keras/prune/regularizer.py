@@ -149,22 +149,36 @@ def channel_dependencies(model):
     d(dim) / d(alive channels of the group) at the current structure (`channel_slopes`), e.g.
     Flatten -> Dense: h*w; the channels after a Concatenate: 1 for each branch's group.
 
-    A model's kernels are derived by stripping it, once per set of widths (FastDeepIoT asks
-    for them several times between two structural changes).
+    A model's kernels are derived by stripping it once (FastDeepIoT asks for them many times
+    per epoch); at other widths they are moved along their dependencies (`spec_at`), which is
+    exact while every dim is linear in each group. It is not after a DepthwiseConv2D whose
+    depth-multiplier gates are a group of their own (C x M channels), so such a model is
+    stripped again at every new set of widths.
     """
     graph = trace(model)
     groups = _groups(graph)
     members = gate_groups(model, groups)
     alive = {root: int(ws[0].mask().sum()) for root, ws in members.items()}
     cached = _DEPENDENCIES.get(model)
-    if cached is None or cached[0] is not graph or cached[1] != alive:
+    if cached is None or cached.graph is not graph or (cached.bilinear and cached.alive != alive):
         kernels = _channel_dependencies(model, graph, groups, members, alive)
-        cached = _DEPENDENCIES[model] = (graph, alive, kernels)
-    return cached[2], members
+        bilinear = any(d.dim == "mult" for _, deps in kernels for d in deps)
+        cached = _DEPENDENCIES[model] = _Derived(graph, alive, kernels, bilinear)
+    if cached.alive == alive:
+        return cached.kernels, members
+    return [(spec_at(spec, deps, alive), deps) for spec, deps in cached.kernels], members
 
 
-# model -> (its graph, the widths its kernels were derived at, those kernels).
-_DEPENDENCIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+class _Derived(NamedTuple):
+    """A model's kernels as stripped at the widths `alive`, with their dependencies."""
+
+    graph: ModelGraph
+    alive: dict
+    kernels: list
+    bilinear: bool  # some dim is a product of two groups' widths: not movable
+
+
+_DEPENDENCIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Derived
 
 
 def spec_at(spec: LayerSpec, deps: list[Dependency], widths: dict[str, int]) -> LayerSpec:

@@ -144,7 +144,7 @@ def test_predicted_us_at_any_widths_is_the_prediction_of_that_structure(staircas
     assert predicted_us(staircase_tree, kernels, widths) == pytest.approx(expected, rel=1e-9)
 
 
-@pytest.mark.parametrize("build", [lenet, depthwise_net])
+@pytest.mark.parametrize("build", [lenet, depthwise_net, swish_net])
 def test_kernels_after_a_width_change_are_those_of_the_new_structure(build):
     gated = latency_aware(build())
     channel_dependencies(gated)  # derived (and kept) here, asked again at the widths below
