@@ -106,6 +106,12 @@ _MAC_KINDS = {"conv2d", "depthwise_conv2d", "dense", "gru", "lstm"}
 _RECURRENT_KINDS = {"gru", "lstm"}
 
 
+def weight_bytes(specs) -> float:
+    """The weight bytes of a model made of the kernels `specs`: whether they stay in cache
+    between invokes depends on it (`fdi_keras.timing.composition`)."""
+    return float(sum(compute_features(s)["param_bytes"] for s in specs))
+
+
 def compute_features(spec: LayerSpec, tile: int = 1) -> dict[str, float]:
     """FLOPs, bytes in/out and parameter bytes of `spec`, channels padded to `tile`, and its
     `steps`: the timesteps of a recurrent kernel (LiteRT runs it as a WHILE loop whose fixed

@@ -7,6 +7,7 @@ import os
 
 import keras
 
+from fdi_keras.features import weight_bytes
 from fdi_keras.graph import trace
 from fdi_keras.graph.registry import registered
 from fdi_keras.kernels import model_kernels
@@ -126,11 +127,12 @@ def predict_latency(
             break
     dtype = tree.metadata_.get("dtype") or "float32"
     threads = tree.metadata_.get("threads") or 1
+    kernels = model_kernels(graph)
+    specs = [type(k.spec)(k.spec.kind, k.spec.dims, k.spec.attrs, dtype, threads) for k in kernels]
+    model_bytes = weight_bytes(specs)
     rows = []
-    for kernel in model_kernels(graph):
-        s = kernel.spec
-        spec = type(s)(s.kind, s.dims, s.attrs, dtype, threads)
+    for kernel, spec in zip(kernels, specs):
         leaf = tree.leaf(spec)[0]
-        time_us = tree.kernel_in_model(spec, statistic)
+        time_us = tree.kernel_in_model(spec, statistic, model_bytes)
         rows.append(KernelRow(kernel.layers, spec.kind, dict(spec.dims), leaf, time_us))
     return LatencyReport(rows, tree.invoke_overhead(statistic), statistic)

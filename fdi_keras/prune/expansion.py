@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from fdi_keras.features import weight_bytes
 from fdi_keras.prune.gates import get_gate
 from fdi_keras.prune.regularizer import channel_dependencies, gate_groups, spec_at
 from fdi_keras.prune.regularizer import wrappers as regularizer_wrappers
@@ -29,13 +30,18 @@ def width_floor(group, min_width_fraction: float = MIN_WIDTH_FRACTION) -> int:
     return max(fraction, *(w.min_channels for w in group))
 
 
-def group_time(tree: TimingTree, kernels, root: str, width: int) -> float:
-    """Predicted microseconds of the kernels depending on group `root` at `width` channels."""
+def group_time(
+    tree: TimingTree, kernels, root: str, width: int, model_bytes: float | None = None
+) -> float:
+    """Predicted microseconds of the kernels depending on group `root` at `width` channels,
+    inside a model of `model_bytes` weight bytes (default: the model `kernels` make now)."""
+    if model_bytes is None:
+        model_bytes = weight_bytes(spec for spec, _ in kernels)
     total = 0.0
     for spec, deps in kernels:
         changes = {d.dim: d.value(width) for d in deps if d.root == root}
         if changes:
-            total += tree.kernel_in_model(spec.replace(**changes))
+            total += tree.kernel_in_model(spec.replace(**changes), "min", model_bytes)
     return total
 
 
@@ -43,10 +49,9 @@ def predicted_us(tree: TimingTree, kernels, widths: dict[str, int]) -> float:
     """Predicted microseconds of the whole model (invoke overhead included) with each gate
     group at `widths[root]` alive channels, from `channel_dependencies`' kernels: no model is
     rebuilt. A dim fed by several groups (after a Concatenate) moves with each of them."""
-    total = tree.invoke_overhead()
-    for spec, deps in kernels:
-        total += tree.kernel_in_model(spec_at(spec, deps, widths))
-    return total
+    specs = [spec_at(spec, deps, widths) for spec, deps in kernels]
+    model_bytes = weight_bytes(specs)
+    return tree.invoke_overhead() + sum(tree.kernel_in_model(s, "min", model_bytes) for s in specs)
 
 
 def best_width(
@@ -54,11 +59,13 @@ def best_width(
 ) -> int:
     """The widest width in [width, limit] predicted no slower than `width`, give or take
     `tolerance` (relative): within a stair of its own kernel, a layer's consumers still grow
-    slightly with its width, which must not hide the stair."""
-    now = group_time(tree, kernels, root, width)
+    slightly with its width, which must not hide the stair. Whether the model's weights stay
+    in cache is judged at `width` (the composition term's step is not a stair to climb)."""
+    model_bytes = weight_bytes(spec for spec, _ in kernels)
+    now = group_time(tree, kernels, root, width, model_bytes)
     best = width
     for candidate in range(width + 1, limit + 1):
-        if group_time(tree, kernels, root, candidate) <= now * (1 + tolerance):
+        if group_time(tree, kernels, root, candidate, model_bytes) <= now * (1 + tolerance):
             best = candidate
     return best
 
@@ -90,6 +97,7 @@ def revive_to_target(
     changes = {}
     while True:
         kernels, members = channel_dependencies(model)
+        model_bytes = weight_bytes(spec for spec, _ in kernels)
         best = None
         for root, group in members.items():
             alive = group[0].alive.numpy()
@@ -97,8 +105,8 @@ def revive_to_target(
             if not dead:
                 continue
             more = min(dead, max(1, int(np.ceil(step * width))))
-            cost = group_time(tree, kernels, root, width + more) - group_time(
-                tree, kernels, root, width
+            cost = group_time(tree, kernels, root, width + more, model_bytes) - group_time(
+                tree, kernels, root, width, model_bytes
             )
             if total_us + cost <= target_us and (best is None or cost / more < best[0]):
                 best = (cost / more, root, group, width, more, cost)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from fdi_keras.features import compute_features
+from fdi_keras.features import compute_features, weight_bytes
 from fdi_keras.graph import ModelGraph, trace
 from fdi_keras.kernels import model_kernels
 from fdi_keras.latency import LatencyReport, predict_latency
@@ -223,14 +223,14 @@ def _channel_dependencies(model, graph, groups, members, alive) -> list:
     return out
 
 
-def _slope(tree: TimingTree, spec: LayerSpec, dim: str) -> float:
-    """dt/d(dim) in us inside a model, from the leaf `spec` is in with unpadded features (a
-    smooth slope), through the tree's composition term."""
+def _slope(tree: TimingTree, spec: LayerSpec, dim: str, model_bytes: float) -> float:
+    """dt/d(dim) in us inside a model of `model_bytes` weight bytes, from the leaf `spec` is in
+    with unpadded features (a smooth slope), through the tree's composition term."""
     _, w, _ = tree.leaf(spec)
     wider = spec.replace(**{dim: spec.dims[dim] + 1})
     x0 = design_matrix([compute_features(spec)])[0]
     x1 = design_matrix([compute_features(wider)])[0]
-    return tree.in_model_slope(float((x1 - x0) @ w), spec, wider)
+    return tree.in_model_slope(float((x1 - x0) @ w), spec, wider, model_bytes)
 
 
 class LatencyRegularizer:
@@ -259,9 +259,11 @@ class LatencyRegularizer:
     def channel_costs(self, model) -> dict[str, float]:
         """Microseconds per alive channel of each gate group (by group root name)."""
         costs: dict[str, float] = {}
-        for spec, deps in channel_dependencies(model)[0]:
+        kernels = channel_dependencies(model)[0]
+        model_bytes = weight_bytes(spec for spec, _ in kernels)
+        for spec, deps in kernels:
             for dep in deps:
-                slope = max(0.0, _slope(self.tree, spec, dep.dim)) * dep.slope
+                slope = max(0.0, _slope(self.tree, spec, dep.dim, model_bytes)) * dep.slope
                 costs[dep.root] = costs.get(dep.root, 0.0) + slope
         return costs
 

@@ -325,24 +325,34 @@ class TimingTree:
     def predict(self, specs: list[LayerSpec]) -> np.ndarray:
         return np.array([self.predict_one(s) for s in specs])
 
-    def kernel_in_model(self, spec: LayerSpec, statistic: str = "min") -> float:
+    def kernel_in_model(
+        self, spec: LayerSpec, statistic: str = "min", model_weight_bytes: float = np.inf
+    ) -> float:
         """Kernel `spec`'s share of a model's time (microseconds, no invoke overhead): the
-        single-kernel time corrected by the composition term when the tree has one."""
+        single-kernel time corrected by the composition term when the tree has one.
+        `model_weight_bytes` (`fdi_keras.features.weight_bytes` of the model's kernels) says
+        whether the model's weights stay in cache between invokes; unknown, they do not."""
         _check_statistic(statistic)
         single = self.predict_one(spec)
         if not self.composition_:
             return max(0.0, single - self.overhead_us_)
-        return self._composition(statistic).kernel_us(single, spec)
+        return self._composition(statistic).kernel_us(single, spec, model_weight_bytes)
 
-    def in_model_slope(self, single_slope: float, spec: LayerSpec, wider: LayerSpec) -> float:
+    def in_model_slope(
+        self,
+        single_slope: float,
+        spec: LayerSpec,
+        wider: LayerSpec,
+        model_weight_bytes: float = np.inf,
+    ) -> float:
         """A single-kernel time difference between `spec` and `wider` as it shows inside a
-        model (the minimum's composition term; unchanged without one)."""
+        model of `model_weight_bytes` (the minimum's composition term; unchanged without)."""
         if not self.composition_:
             return single_slope
         composition, single = self._composition("min"), self.predict_one(spec)
-        return composition.kernel_us(single + single_slope, wider) - composition.kernel_us(
-            single, spec
-        )
+        return composition.kernel_us(
+            single + single_slope, wider, model_weight_bytes
+        ) - composition.kernel_us(single, spec, model_weight_bytes)
 
     def invoke_overhead(self, statistic: str = "min") -> float:
         """What one invoke of a model costs beyond its kernels, microseconds."""
@@ -457,7 +467,7 @@ class TimingTree:
             tree.overhead_us_ = float(data["overhead_us"])
             try:
                 tree.composition_ = {
-                    k: Composition(**c) for k, c in data.get("composition", {}).items()
+                    k: Composition.from_dict(c) for k, c in data.get("composition", {}).items()
                 }
             except TypeError as e:
                 raise TreeFormatError(f"{source}: a malformed composition term ({e}).") from e

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fdi_keras import predict_latency
-from fdi_keras.features import compute_features
+from fdi_keras.features import compute_features, weight_bytes
 from fdi_keras.profiling.sampling import sample_configs
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing import TimingTree
@@ -83,7 +83,7 @@ def test_predict_latency_adds_kernels_in_model_and_one_invoke(tree):
         LayerSpec("dense", dict(m=1, cin=300, cout=10)),
     ]
     assert [r.time_us for r in report.rows] == pytest.approx(
-        [tree.kernel_in_model(s) for s in specs]
+        [tree.kernel_in_model(s, "min", weight_bytes(specs)) for s in specs]
     )
     assert report.total_us == pytest.approx(
         tree.invoke_overhead() + sum(r.time_us for r in report.rows)
@@ -120,6 +120,41 @@ def test_saved_explained_and_older_trees_still_load(tree, tmp_path):
     assert old.composition_ == {}
     assert old.kernel_in_model(spec) == pytest.approx(old.predict_one(spec) - old.overhead_us_)
     assert "no composition term" in old.explain()
+
+
+def test_a_model_whose_weights_fit_the_cache_reads_them_faster():
+    """The truth: a model with at most 8 MB of weights keeps them in cache between invokes
+    and reads them at 40 GB/s, a larger one at 8 GB/s; the fit finds the split."""
+    networks = random_networks(120, seed=4)
+
+    def truth(network):
+        fast = weight_bytes(network) <= 8e6
+        total = 5.0
+        for k in network:
+            t = single_time(k)
+            memory = compute_features(k)["param_bytes"] / ((40.0 if fast else 8.0) * 1e3)
+            total += 1.1 * t + 1.0 + max(0.0, memory - t)
+        return total
+
+    assert 20 < sum(weight_bytes(n) <= 8e6 for n in networks) < 100  # both regimes present
+    c = Composition.fit(
+        "min",
+        [[(single_time(k), k) for k in n] for n in networks],
+        [truth(n) for n in networks],
+    )
+    assert c.cache_mb == 8.0
+    assert c.bandwidth_gbps == pytest.approx(8.0, rel=0.15)
+    assert c.resident_bandwidth_gbps > 2 * c.bandwidth_gbps  # weakly identified above that
+    assert c.cv_mape < 0.03
+    for network in random_networks(20, seed=5):  # networks the fit never saw
+        model_bytes = weight_bytes(network)
+        predicted = c.overhead_us + sum(
+            c.kernel_us(single_time(k), k, model_bytes) for k in network
+        )
+        assert predicted == pytest.approx(truth(network), rel=0.03)
+    assert "when the model's weights fit 8 MB" in c.explain()
+    loaded = Composition.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert loaded == c
 
 
 def test_composition_rejects_an_unknown_statistic():
