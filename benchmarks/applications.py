@@ -9,6 +9,11 @@ half of every gate group's channels closed at random and stripped (a thinned var
 of these models, nor any of their layers' exact shapes by design, was used to fit the tree.
 The noise floor is the same models measured a second time in the same run.
 
+With `--alone=ResNet50,...` the listed models' kernels are also timed one by one with the
+profiler's protocol (resumable, kept under benchmarks/out/applications/alone): that splits a
+model's error into the trees' (their sum against the kernels measured alone) and the
+composition's (the model measured whole against its kernels measured alone).
+
     python benchmarks/applications.py --tree=profiles/this_cpu/timing_tree.json   # ~20 min
 
 The tree must hold every kind the zoo needs (`make profile` profiles them).
@@ -33,6 +38,9 @@ from zoo import ZOO, close_random_channels  # noqa: E402
 from benchmarks.common import environment, table, write_section  # noqa: E402
 from fdi_keras import TimingTree, latency_aware, predict_latency, strip  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
+from fdi_keras.features import weight_bytes  # noqa: E402
+from fdi_keras.kernels import model_kernels  # noqa: E402
+from fdi_keras.profiling import LocalRunner, read_rows, run_profile  # noqa: E402
 from fdi_keras.profiling.runners import cpu_model  # noqa: E402
 from fdi_keras.profiling.store import ProfileStore  # noqa: E402
 from fdi_keras.profiling.timer import Timing  # noqa: E402
@@ -41,6 +49,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("tree", "profiles/this_cpu/timing_tree.json", "This CPU's timing tree.")
 flags.DEFINE_list("models", [], "Names to run (default: all of ZOO and LARGER).")
 flags.DEFINE_integer("rounds", 2, "Measurements of every model (2: the second is the noise floor).")
+flags.DEFINE_list("alone", [], "Models (and 'X thinned') whose kernels are also timed alone.")
 flags.DEFINE_string(
     "measurements",
     os.path.join(ROOT, "benchmarks", "out", "applications", "measurements.jsonl"),
@@ -152,8 +161,61 @@ def main(argv):
             f"(max {100 * np.max(floor_median):.1f}%).",
         ]
     )
+    if FLAGS.alone:
+        body += "\n\n" + alone_table(tree, builders, store)
     write_section("applications", body)
     print(body)
+
+
+def alone_table(tree, builders, store) -> str:
+    """Each of FLAGS.alone's models against its kernels timed alone (see the docstring)."""
+    out_dir = os.path.join(os.path.dirname(FLAGS.measurements), "alone")
+    models = {}
+    for name in FLAGS.alone:
+        base = builders[name.removesuffix(" thinned")]()
+        models[name] = thinned(base) if name.endswith(" thinned") else base
+    specs = {name: [k.spec for k in model_kernels(m)] for name, m in models.items()}
+    unique = {s.key(): s for ss in specs.values() for s in ss}
+    run_profile([LocalRunner()], list(unique.values()), out_dir)
+    alone = {r["key"]: r["time_us"] for r in read_rows(os.path.join(out_dir, "profile.jsonl"))}
+    rows = []
+    for name, ss in specs.items():
+        whole = measured(store, name, models[name])[0].min_us
+        kernels_alone = sum(alone[s.key()] for s in ss)
+        trees = sum(tree.predict_one(s) for s in ss)
+        rows.append(
+            [
+                name,
+                len(ss),
+                f"{weight_bytes(ss) / 1e6:.1f}",
+                f"{whole / 1e3:.3f}",
+                f"{kernels_alone / 1e3:.3f}",
+                f"{whole / kernels_alone:.2f}",
+                f"{100 * (trees / kernels_alone - 1):+.1f}%",
+            ]
+        )
+    return "\n".join(
+        [
+            "### Where the error comes from: every kernel timed alone",
+            "",
+            "The model measured whole against the sum of its kernels measured alone (the",
+            "profiler's protocol, same run): what the composition term must supply; the",
+            "trees' single-kernel sum against that same sum: the trees' own error.",
+            "",
+            table(
+                [
+                    "model",
+                    "kernels",
+                    "weights MB",
+                    "whole ms",
+                    "kernels alone ms",
+                    "whole / alone",
+                    "trees vs alone",
+                ],
+                rows,
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":
