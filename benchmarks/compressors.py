@@ -209,7 +209,7 @@ def run_task(name, tree, flops):
 OVERHEAD_SAMPLES = 15000  # examples per timed epoch of the training-overhead measurement
 
 
-def epoch_overhead(dense, tree, target_ms, x, y, rounds=3, samples=OVERHEAD_SAMPLES):
+def epoch_overhead(dense, tree, target_ms, x, y, rounds=6, samples=OVERHEAD_SAMPLES):
     """Seconds per epoch (over up to `samples` examples) of the plain model and of the gated
     model with the callback steering toward `target_ms`: `rounds` epochs of each, interleaved
     after a warm-up one, from the start to the end of the epoch (the callback's per-epoch work
