@@ -132,7 +132,9 @@ def main(argv):
             "measured (LiteRT, XNNPack, 1 thread): the minimum over invokes and the median",
             "(with its IQR spread), each against its own prediction; `no composition`: the",
             "minimum predicted as the sum of single-kernel times (the ablation); `thinned`:",
-            "about half of every gate group's channels closed at random, then stripped.",
+            "about half of every gate group's channels closed at random, then stripped. The",
+            "timings are this CPU's in the measurements file, taken once and reused by reruns",
+            "with other trees.",
             "",
             table(
                 [

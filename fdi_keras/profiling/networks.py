@@ -15,11 +15,15 @@ inverted-residual convolutions, residual pairs, two-branch concatenations, pooli
 random widths, kernel sizes, strides, activations and batch norms, and an optional
 classifier head. Inputs are 16-224 pixels, up to about 1.2 G multiply-accumulates.
 
-Version v2 adds weight-bound networks (about 40% of them): small inputs (16-64 px), layers up
+Version v2 adds weight-bound networks (about 40% of them): small inputs (16-48 px), layers up
 to 2,048 channels, an optional wide hidden Dense layer, and up to 160 MB of weights, which
 is where stock models at small inputs live (ResNet50 at 32 px reads 94 MB of weights for
 0.16 G multiply-accumulates) and where v1's networks (at most 40 MB, mostly compute-bound)
-never went: more weights than the last-level cache holds. Rows of v1 networks stay usable.
+never went: more weights than the last-level cache holds. Those few huge layers stream their
+weights from memory even when timed alone, though; a deep stock model's many 0.1-10 MB layers
+run from cache alone and from memory in the model (2.1-2.8x their kernels alone on the AMD
+VM). So version v3 draws half of the other networks deep, 15-40 blocks (60-190 kernels).
+Rows of every earlier version stay usable.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 GENERATOR_VERSIONS = KINDS[NETWORK][1]["generator"]  # ("v1", "v2")
 GENERATOR_VERSION = GENERATOR_VERSIONS[-1]
 MAX_MACS = 1.2e9
-MAX_PARAMS = {"v1": 10e6, "v2": 40e6}  # 40 MB / 160 MB of float32 weights
-WIDE_SHARE = 0.4  # v2: the share of weight-bound networks
+MAX_PARAMS = {"v1": 10e6, "v2": 40e6, "v3": 40e6}  # 40 MB / 160 MB of float32 weights
+WIDE_SHARE = 0.4  # v2 on: the share of weight-bound networks
+DEEP_SHARE = 0.5  # v3: the share of the others drawn deep (15-40 blocks)
+# Networks with more kernels are timed whole only (profiler.sample_all): about the deep ones.
+PROFILED_NETWORK_KERNELS = 60
 
 
 def _logint(rng, low, high):
@@ -58,6 +65,7 @@ class _Builder:
         self.activation = [None, "relu", "relu6", "hard_swish", "swish"][rng.integers(5)]
         self.batch_norm = rng.random() < 0.5
         self.wide = version != "v1" and rng.random() < WIDE_SHARE
+        self.deep = version not in ("v1", "v2") and not self.wide and rng.random() < DEEP_SHARE
         self.max_width = 2048 if self.wide else 512
 
     def width(self):
@@ -108,7 +116,8 @@ class _Builder:
         size = _logint(rng, 16, 48 if self.wide else 224)
         inputs = self.keras.Input((size, size, 3), batch_size=1)
         x = self.conv(inputs, _width(rng, 8, 64), 3, 2 if size >= 32 else 1)
-        for _ in range(int(rng.integers(2, 15))):
+        blocks = _logint(rng, 15, 40) if self.deep else int(rng.integers(2, 15))
+        for _ in range(blocks):
             x = self.block(x)
         if rng.random() < 0.7:
             x = L.GlobalAveragePooling2D()(x)

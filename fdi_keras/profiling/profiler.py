@@ -21,7 +21,7 @@ from fdi_keras.profiling.convert import (
 )
 from fdi_keras.profiling.fitting import check_one_setup
 from fdi_keras.profiling.lock import ProfileLock
-from fdi_keras.profiling.networks import network_kernels
+from fdi_keras.profiling.networks import PROFILED_NETWORK_KERNELS, network_kernels
 from fdi_keras.profiling.retry import RetryPolicy, call_with_retries
 from fdi_keras.profiling.runners import Runner
 from fdi_keras.profiling.sampling import DEFAULT_COUNTS, sample_configs
@@ -158,7 +158,10 @@ def sample_all(
 
     With `network` among the kinds, the random networks' own kernels are profiled too: the
     trees then know the shapes networks are made of, and the networks timed whole show only
-    how kernels compose (the composition term), not the trees' errors.
+    how kernels compose (the composition term), not the trees' errors. Not those of deep
+    networks (more than PROFILED_NETWORK_KERNELS kernels): profiling them would cost more than
+    the rest of the profile, and timed whole on their own they show the composition term what
+    a user's model shows it, kernels the trees were not fitted on.
     """
     if num_configs is None:
         counts = {k: DEFAULT_COUNTS.get(k, 100) for k in kinds}
@@ -169,7 +172,10 @@ def sample_all(
     specs = [s for kind in kinds for s in sample_configs(kind, counts[kind], seed, dtype, threads)]
     keys = {s.key() for s in specs}
     for network in [s for s in specs if s.kind == NETWORK]:
-        for kernel in network_kernels(network):
+        kernels = network_kernels(network)
+        if len(kernels) > PROFILED_NETWORK_KERNELS:
+            continue
+        for kernel in kernels:
             if kernel.key() not in keys:
                 keys.add(kernel.key())
                 specs.append(kernel)

@@ -8,6 +8,7 @@ from fdi_keras.profiling.networks import (
     GENERATOR_VERSION,
     MAX_MACS,
     MAX_PARAMS,
+    PROFILED_NETWORK_KERNELS,
     network_kernel_specs,
     network_kernels,
     network_specs,
@@ -27,16 +28,45 @@ def test_random_networks_are_deterministic_and_within_budget(seed):
     assert [s.key() for s in specs] == [k.spec.key() for k in model_kernels(a)]
 
 
-def test_version_1_still_draws_the_networks_it_drew():
-    """Profiles hold rows of v1 networks: their seeds must keep meaning the networks timed
-    (parameter counts and kernel counts as v1 drew them)."""
-    drawn = {0: (1029360, 16), 1: (4136933, 34), 3: (4149, 15)}
+@pytest.mark.parametrize(
+    "version, drawn",
+    [
+        ("v1", {0: (1029360, 16), 1: (4136933, 34), 3: (4149, 15)}),
+        ("v2", {1: (13679495, 34), 5: (18811585, 27), 12: (17563893, 25)}),
+    ],
+)
+def test_earlier_versions_still_draw_the_networks_they_drew(version, drawn):
+    """Profiles hold rows of earlier versions' networks: their seeds must keep meaning the
+    networks timed (parameter and kernel counts as that version drew them)."""
     for seed, (params, kernels) in drawn.items():
-        assert random_network(seed, "v1").count_params() == params
-        assert len(network_kernel_specs(seed, version="v1")) == kernels
+        assert random_network(seed, version).count_params() == params
+        assert len(network_kernel_specs(seed, version=version)) == kernels
 
 
-def test_version_2_draws_networks_with_more_weights_than_a_last_level_cache():
+def test_deep_networks_are_timed_whole_without_their_kernels():
+    from fdi_keras.profiling import sample_all
+
+    networks = network_specs(12)
+    sizes = {s.key(): len(network_kernels(s)) for s in networks}
+    assert max(sizes.values()) > PROFILED_NETWORK_KERNELS  # v3 draws deep ones
+    specs = sample_all(["network"], {"network": 12})
+    keys = {s.key() for s in specs}
+    for network in networks:  # every kernel of a shallow network is profiled
+        if sizes[network.key()] <= PROFILED_NETWORK_KERNELS:
+            assert {k.key() for k in network_kernels(network)} <= keys
+    deep = [n for n in networks if sizes[n.key()] > PROFILED_NETWORK_KERNELS]
+    shallow_kernels = {
+        k.key()
+        for n in networks
+        if sizes[n.key()] <= PROFILED_NETWORK_KERNELS
+        for k in network_kernels(n)
+    }
+    for network in deep:  # only the kernels they share with shallow ones are profiled
+        own = {k.key() for k in network_kernels(network)}
+        assert own & keys <= shallow_kernels
+
+
+def test_networks_with_more_weights_than_a_last_level_cache_are_drawn():
     weights_mb = [
         sum(compute_features(k)["param_bytes"] for k in network_kernel_specs(s)) / 1e6
         for s in range(20)
