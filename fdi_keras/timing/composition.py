@@ -124,43 +124,43 @@ class Composition:
             for b in {*BANDWIDTHS_GBPS, *RESIDENT_BANDWIDTHS_GBPS}
         }
 
+        def memory_of(rows, choice):
+            cache, resident, beyond = choice
+            return np.where(model_mb <= cache, memory[resident], memory[beyond])[rows]
+
+        def fitted(rows, choice):
+            """(relative error on `rows`, coefficients) with the grid values `choice`."""
+            m = memory_of(rows, choice)
+            w = _fit(x[rows], m, y[rows])
+            return float(np.mean(np.abs((x[rows] @ w + m) / y[rows] - 1))), w
+
         def choose(rows):
-            """(error, (cache_mb, resident bandwidth, bandwidth), weights) fitted on `rows`:
-            the best single bandwidth first, then per cache size the best resident one (faster)
+            """((cache_mb, resident bandwidth, bandwidth), coefficients) fitted on `rows`: the
+            best single bandwidth first, then per cache size the best (faster) resident one
             for the models that fit it, kept if it cuts the error to SPLIT_GAIN of the first."""
-
-            def fitted(cache, resident, beyond):
-                m = np.where(model_mb <= cache, memory[resident], memory[beyond])[rows]
-                w = _fit(x[rows], m, y[rows])
-                return float(np.mean(np.abs((x[rows] @ w + m) / y[rows] - 1))), w
-
-            best = min(
-                ((*fitted(np.inf, b, b), (np.inf, b, b)) for b in BANDWIDTHS_GBPS),
+            single = min(
+                ((*fitted(rows, (np.inf, b, b)), (np.inf, b, b)) for b in BANDWIDTHS_GBPS),
                 key=lambda c: c[0],
             )
-            beyond, single = best[2][2], best[0]
-            best = (SPLIT_GAIN * single, *best[1:])
+            beyond = single[2][2]
+            best = (SPLIT_GAIN * single[0], single[1], single[2])
             for cache in CACHE_MB[:-1]:
                 if not (model_mb[rows] > cache).any() or (model_mb[rows] > cache).all():
                     continue  # the split would not separate these networks
                 for resident in (b for b in RESIDENT_BANDWIDTHS_GBPS if b > beyond):
-                    error, w = fitted(cache, resident, beyond)
+                    error, w = fitted(rows, (cache, resident, beyond))
                     if error < best[0]:
                         best = (error, w, (cache, resident, beyond))
-            return min(best[0], single), best[2], best[1]
+            return best[2], best[1]
 
-        def predict(rows, choice, w):
-            cache, resident, beyond = choice
-            m = np.where(model_mb <= cache, memory[resident], memory[beyond])[rows]
-            return x[rows] @ w + m
-
-        _, choice, w = choose(np.arange(len(y)))
+        choice, w = choose(np.arange(len(y)))
         folds = np.arange(len(y)) % 5  # cross-validation re-chooses the grid values per fold
         errors = np.zeros(len(y))
         for fold in range(5):
             test = np.flatnonzero(folds == fold)
-            _, fold_choice, wf = choose(np.flatnonzero(folds != fold))
-            errors[test] = np.abs(predict(test, fold_choice, wf) / y[test] - 1)
+            fold_choice, wf = choose(np.flatnonzero(folds != fold))
+            predicted = x[test] @ wf + memory_of(test, fold_choice)
+            errors[test] = np.abs(predicted / y[test] - 1)
         cache, resident, beyond = choice
         return cls(
             statistic,
