@@ -55,13 +55,21 @@ def predicted_us(tree: TimingTree, kernels, widths: dict[str, int]) -> float:
 
 
 def best_width(
-    tree: TimingTree, kernels, root: str, width: int, limit: int, tolerance: float = 0.02
+    tree: TimingTree,
+    kernels,
+    root: str,
+    width: int,
+    limit: int,
+    tolerance: float = 0.02,
+    model_bytes: float | None = None,
 ) -> int:
     """The widest width in [width, limit] predicted no slower than `width`, give or take
     `tolerance` (relative): within a stair of its own kernel, a layer's consumers still grow
     slightly with its width, which must not hide the stair. Whether the model's weights stay
-    in cache is judged at `width` (the composition term's step is not a stair to climb)."""
-    model_bytes = weight_bytes(spec for spec, _ in kernels)
+    in cache is judged at `width` (the composition term's step is not a stair to climb);
+    `model_bytes`: the model's weight bytes now, when the caller has them."""
+    if model_bytes is None:
+        model_bytes = weight_bytes(spec for spec, _ in kernels)
     now = group_time(tree, kernels, root, width, model_bytes)
     best = width
     for candidate in range(width + 1, limit + 1):
@@ -75,12 +83,13 @@ def expand_to_local_minima(
 ) -> dict[str, tuple]:
     """Widens every gate group to the top of its stair; returns {root: (old, new width)}."""
     kernels, members = channel_dependencies(model)
+    model_bytes = weight_bytes(spec for spec, _ in kernels)
     changes = {}
     for root, group in members.items():
         alive = group[0].alive.numpy()
         width = int(alive.sum())
         limit = min(len(alive), width + max(8, int(np.ceil(window * width))))
-        target = best_width(tree, kernels, root, width, limit, tolerance)
+        target = best_width(tree, kernels, root, width, limit, tolerance, model_bytes)
         if target == width:
             continue
         _revive(group, target - width)
