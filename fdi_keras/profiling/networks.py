@@ -36,7 +36,7 @@ from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
 # Stored in every network spec: editing the generator must bump it, so that a seed always
 # means the network that was timed. Every version listed still draws what it drew.
-GENERATOR_VERSIONS = KINDS[NETWORK][1]["generator"]  # ("v1", "v2")
+GENERATOR_VERSIONS = KINDS[NETWORK][1]["generator"]  # oldest first
 GENERATOR_VERSION = GENERATOR_VERSIONS[-1]
 MAX_MACS = 1.2e9
 MAX_PARAMS = {"v1": 10e6, "v2": 40e6, "v3": 40e6}  # 40 MB / 160 MB of float32 weights
