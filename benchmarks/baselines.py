@@ -15,6 +15,10 @@ exactly as the method prunes them and every result is a plain Keras model.
   channel blocks that lose least importance per millisecond saved, in gradual prune /
   fine-tune steps.
 
+With `distill` (the default, as `compress`'s) every method trains or fine-tunes on the teacher's
+outputs as well as on the labels (`finetune(..., teacher=...)`), so a comparison with the
+project's default compares channel choices, not whether the teacher was used.
+
 Every method keeps at least the project's floor of each group's channels
 (`fdi_keras.prune.expansion.width_floor`, a tenth, as Torch-Pruning's `max_pruning_ratio` of
 0.9), the floor `FastDeepIoTCallback` stops at: first-order importance cannot see that a layer
@@ -155,27 +159,32 @@ class ChannelChooser:
         return strip(self.gated)
 
 
-def _train(model, x, y, epochs, batch_size):
+def _train(model, x, y, epochs, batch_size, teacher):
     if epochs:
-        finetune(model, x, y, epochs, batch_size)
+        finetune(model, x, y, epochs, batch_size, teacher=teacher)
     return model
 
 
-def uniform_scratch(teacher, tree, x, y, target_ms, epochs, batch_size=64) -> keras.Model:
+def uniform_scratch(
+    teacher, tree, x, y, target_ms, epochs, batch_size=64, distill=True
+) -> keras.Model:
     """The teacher's architecture at one width ratio, predicted within target_ms, trained
     from a fresh initialization for `epochs` (Adam 1e-3, cosine to 0)."""
     chooser = ChannelChooser(teacher, tree)
     fresh = keras.models.clone_model(chooser.stripped(chooser.uniform_to(target_ms)))
-    return _train(fresh, x, y, epochs, batch_size)
+    return _train(fresh, x, y, epochs, batch_size, teacher if distill else None)
 
 
-def l1_uniform(teacher, tree, x, y, target_ms, epochs, batch_size=64) -> keras.Model:
+def l1_uniform(teacher, tree, x, y, target_ms, epochs, batch_size=64, distill=True) -> keras.Model:
     """Uniform-ratio L1-magnitude filter pruning within target_ms, then fine-tuned."""
     chooser = ChannelChooser(teacher, tree)
-    return _train(chooser.stripped(chooser.uniform_to(target_ms)), x, y, epochs, batch_size)
+    small = chooser.stripped(chooser.uniform_to(target_ms))
+    return _train(small, x, y, epochs, batch_size, teacher if distill else None)
 
 
-def knapsack(teacher, tree, x, y, target_ms, epochs, batch_size=64, steps=3) -> keras.Model:
+def knapsack(
+    teacher, tree, x, y, target_ms, epochs, batch_size=64, steps=3, distill=True
+) -> keras.Model:
     """Gradual latency knapsack: `steps` rounds (at most one per epoch), each pruning to a
     geometric step between the teacher's predicted latency and target_ms, then fine-tuning
     an equal share of the epochs; the last round reaches target_ms."""
@@ -186,5 +195,6 @@ def knapsack(teacher, tree, x, y, target_ms, epochs, batch_size=64, steps=3) -> 
     for k, share in enumerate(shares, 1):
         chooser = ChannelChooser(model, tree, data=(x, y))
         budget = start * (target_ms / start) ** (k / steps)
-        model = _train(chooser.stripped(chooser.knapsack_to(budget)), x, y, share, batch_size)
+        small = chooser.stripped(chooser.knapsack_to(budget))
+        model = _train(small, x, y, share, batch_size, teacher if distill else None)
     return model

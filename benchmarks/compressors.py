@@ -65,6 +65,11 @@ flags.DEFINE_string("out_dir", "benchmarks/out/compression", "Teachers, models a
 flags.DEFINE_string(
     "data_dir", None, "Folder of the .npz datasets (default: $FDI_DATA, ../shared/data, download)."
 )
+flags.DEFINE_bool(
+    "distill",
+    True,
+    "Every method trains on the teacher's outputs as well as the labels (compress's default).",
+)
 flags.DEFINE_bool("quick", False, "2,000 training / 500 test samples, 1-2 epochs, 3x only.")
 flags.DEFINE_bool("write", None, "Write RESULTS.md and the plots (default: unless --quick).")
 
@@ -83,23 +88,29 @@ TASKS = {
 
 
 def fastdeepiot(teacher, tree, x, y, target_ms, budget, cost_tree=None):
-    """`compress` with its defaults, its epochs split between gated training and fine-tuning.
-    With a `cost_tree`, the target is the same speedup in that cost's own units."""
+    """`compress` with its defaults, its epochs split between gated training and fine-tuning
+    (distilled from the teacher with --distill). With a `cost_tree`, the target is the same
+    speedup in that cost's own units."""
     tune = max(1, budget // 2)
     if cost_tree is not None:
         ratio = target_ms / predict_latency(teacher, tree).total_ms
         target_ms = ratio * predict_latency(teacher, cost_tree).total_ms
     return compress(
-        teacher, tree, x, y, target_ms, max(1, budget - tune), tune, cost_tree=cost_tree
-    ).model
+        teacher, tree, x, y, target_ms, max(1, budget - tune), tune, cost_tree=cost_tree,
+        distill=FLAGS.distill,
+    ).model  # fmt: skip
 
 
 METHODS = {
     "uniform (scratch)": lambda t, tree, flops, x, y, ms, e: baselines.uniform_scratch(
-        t, tree, x, y, ms, e
+        t, tree, x, y, ms, e, distill=FLAGS.distill
     ),
-    "L1 uniform": lambda t, tree, flops, x, y, ms, e: baselines.l1_uniform(t, tree, x, y, ms, e),
-    "knapsack (HALP)": lambda t, tree, flops, x, y, ms, e: baselines.knapsack(t, tree, x, y, ms, e),
+    "L1 uniform": lambda t, tree, flops, x, y, ms, e: baselines.l1_uniform(
+        t, tree, x, y, ms, e, distill=FLAGS.distill
+    ),
+    "knapsack (HALP)": lambda t, tree, flops, x, y, ms, e: baselines.knapsack(
+        t, tree, x, y, ms, e, distill=FLAGS.distill
+    ),
     "FLOPs cost": lambda t, tree, flops, x, y, ms, e: fastdeepiot(t, tree, x, y, ms, e, flops),
     "FastDeepIoT": lambda t, tree, flops, x, y, ms, e: fastdeepiot(t, tree, x, y, ms, e),
 }
@@ -159,6 +170,12 @@ def read_runs(path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def same_run(record, key) -> bool:
+    """Whether a runs.jsonl `record` is the run `key` names (records written before the
+    --distill flag were trained without a teacher)."""
+    return {k: record.get(k, False if k == "distill" else None) for k in key} == key
+
+
 def run_task(name, tree, flops):
     build, (x, y), (x_test, y_test), teacher_epochs, budget = load_task(name)
     task_dir = os.path.join(FLAGS.out_dir, name + ("_quick" if FLAGS.quick else ""))
@@ -171,7 +188,8 @@ def run_task(name, tree, flops):
         for method in FLAGS.methods or METHODS:
             for seed in map(int, FLAGS.seeds):
                 key = {"method": method, "speedup": speedup, "seed": seed, "budget": budget}
-                if any({k: r[k] for k in key} == key for r in read_runs(runs_path)):
+                key["distill"] = FLAGS.distill
+                if any(same_run(r, key) for r in read_runs(runs_path)):
                     continue  # done by an earlier, interrupted run
                 keras.utils.set_random_seed(seed)
                 start = time.time()
@@ -197,6 +215,7 @@ def run_task(name, tree, flops):
         r
         for r in read_runs(runs_path)
         if r["budget"] == budget
+        and r.get("distill", False) == FLAGS.distill
         and (r["speedup"], r["method"], r["seed"])
         in {(s, m, d) for s in wanted[0] for m in wanted[1] for d in wanted[2]}
     ]
@@ -355,7 +374,14 @@ def section(name, env, result, record, teacher_ms, budget) -> str:
             f"{record['test_samples']:,}. Every compressor: {budget} epochs after the teacher "
             "(Adam 1e-3, batch 64; FastDeepIoT and FLOPs cost: half gated training, half "
             "fine-tuning with the rate annealed to 0; the others' fine-tuning or training is "
-            "annealed the same way). Targets: the teacher's latency predicted on "
+            "annealed the same way; "
+            + (
+                "every method's fine-tuning or training distilled from the teacher, T=4, "
+                "labels and teacher weighted equally"
+                if FLAGS.distill
+                else "labels only, no distillation"
+            )
+            + "). Targets: the teacher's latency predicted on "
             f"`{FLAGS.tree}` divided by the speedup. LiteRT XNNPack, 1 thread, fp32, batch 1; "
             "every model timed side by side (21 interleaved rounds); noise floor, the teacher "
             f"timed twice in the same run: {100 * floor:.1f}% apart.",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import keras
 
+from fdi_keras.distillation import check_distillable, fit_arguments
 from fdi_keras.latency import predict_latency
 from fdi_keras.prune import FastDeepIoTCallback, latency_aware, strip
 from fdi_keras.timing.tree import TimingTree
@@ -68,10 +69,11 @@ def finetune(
     loss="sparse_categorical_crossentropy",
     callbacks=(),
     verbose: int = 0,
+    teacher: keras.Model | None = None,
 ) -> keras.callbacks.History:
     """Fine-tunes a stripped model as `compress` does: compiled with a fresh optimizer (the
     gated model's Adam moments belong to other shapes), the learning rate annealed to 0 along
-    a cosine over the fit (`CosineAnnealing`).
+    a cosine over the fit (`CosineAnnealing`), distilling from `teacher` when one is given.
 
     Args:
         model: the model `strip` returned (compiled again, in place).
@@ -83,23 +85,29 @@ def finetune(
         loss: the training loss.
         callbacks: more callbacks for the fit (after `CosineAnnealing`).
         verbose: `model.fit`'s verbosity.
+        teacher: the model to distill from (`fdi_keras.distillation.Distillation`: the labels
+            and the teacher's outputs at temperature 4, equally weighted); None: `loss` alone.
 
     Returns:
         The fit's `History`.
 
     Raises:
-        ValueError: `epochs` is not an integer >= 1.
+        ValueError: `epochs` is not an integer >= 1, or a teacher with a loss other than
+            sparse categorical cross-entropy.
 
     Example:
         >>> small = fdi_keras.strip(gated)
-        >>> finetune(small, x, y, epochs=3)
+        >>> finetune(small, x, y, epochs=3, teacher=trained)
     """
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(
             "epochs must be an integer >= 1 (skip the call for no fine-tuning). "
             f"Received: epochs={epochs}"
         )
-    model.compile(optimizer or default_optimizer(), loss, metrics=["accuracy"])
+    x, y, validation_data, loss, metrics = fit_arguments(
+        model, teacher, loss, x, y, validation_data
+    )
+    model.compile(optimizer or default_optimizer(), loss, metrics=metrics)
     return model.fit(
         x,
         y,
@@ -141,6 +149,7 @@ def compress(
     optimizer: Callable[[], keras.optimizers.Optimizer] = default_optimizer,
     loss="sparse_categorical_crossentropy",
     verbose: int = 0,
+    distill: bool = True,
 ) -> CompressionResult:
     """Compresses a trained `model` toward `target_latency_ms` on the device of `tree`.
 
@@ -159,9 +168,15 @@ def compress(
         optimizer: makes a new optimizer (called once for the gated fit, once for `finetune`).
         loss: the training loss.
         verbose: the callback's verbosity.
+        distill: fine-tune the stripped model on `model`'s outputs as well as on the labels
+            (`finetune(..., teacher=model)`, `fdi_keras.distillation`); needs the default
+            loss and arrays or a tf.data dataset.
     """
+    if distill:
+        check_distillable(loss)  # before the gated fit, not after it
     start = time.time()
     before = predict_latency(model, tree).total_ms
+    teacher = model if distill else None
     gated = latency_aware(model, gate=gate)
     gated.compile(optimizer(), loss, metrics=["accuracy"])
     callback = FastDeepIoTCallback(
@@ -178,7 +193,10 @@ def compress(
     )
     small = strip(gated)
     if finetune_epochs:
-        finetune(small, x, y, finetune_epochs, batch_size, validation_data, optimizer(), loss)
+        finetune(
+            small, x, y, finetune_epochs, batch_size, validation_data, optimizer(), loss,
+            teacher=teacher,
+        )  # fmt: skip
     return CompressionResult(
         small,
         before,

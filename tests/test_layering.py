@@ -16,6 +16,8 @@ FORBIDDEN = {
     "features.py": NO_TF,
     "kernels.py": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.profiling") + NO_TF,
     "latency.py": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.profiling") + NO_TF,
+    "distillation.py": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.profiling")
+    + ("fdi_keras.export", "fdi_keras.conversion"),
     "plots.py": ("fdi_keras.prune", "fdi_keras.rebirth", "fdi_keras.profiling") + NO_TF,
     "timing": ("fdi_keras.prune", "fdi_keras.rebirth") + NO_TF,
     "profiling": ("fdi_keras.export", "fdi_keras.prune", "fdi_keras.rebirth"),

@@ -39,6 +39,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("finetune_epochs", 2, "Epochs of fine-tuning after strip.")
     flags.DEFINE_integer("batch_size", 64, "Batch size.")
     flags.DEFINE_enum("gate", "hard_concrete", ["hard_concrete", "straight_through"], "Gates.")
+    flags.DEFINE_bool("distill", True, "Fine-tune on the input model's outputs too.")
     flags.DEFINE_string("out_dir", "compressed", "Output directory.")
     flags.mark_flags_as_required(["model", "data", "target_latency_ms"])
 
@@ -53,6 +54,7 @@ def run(
     out_dir,
     batch_size=64,
     gate="hard_concrete",
+    distill=True,
 ) -> dict:
     """The tool as a function: returns the report dict it writes."""
     model = keras.models.load_model(model_path)
@@ -69,6 +71,7 @@ def run(
         batch_size,
         gate=gate,
         verbose=1,
+        distill=distill,
     )
     os.makedirs(out_dir, exist_ok=True)
     result.model.save(os.path.join(out_dir, "compressed.keras"))
@@ -110,6 +113,7 @@ def main(argv):
         FLAGS.out_dir,
         FLAGS.batch_size,
         FLAGS.gate,
+        FLAGS.distill,
     )
     p, m, a = r["predicted_ms"], r["measured_ms"], r["accuracy"]
     print(

@@ -13,8 +13,8 @@ import tensorflow as tf
 from keras import ops
 from tqdm.auto import tqdm
 
-from fdi_keras.graph import rule_for, trace
-from fdi_keras.graph.keras_layers import activation_name
+from fdi_keras.distillation import Distillation, log_probabilities, outputs_probabilities
+from fdi_keras.graph import trace
 
 
 def _batches(n, batch_size, rng):
@@ -121,21 +121,6 @@ def fit_block(
     _train(fast, slow, loss_fn, [x], epochs, batch_size, lr, lr_multiplier, desc)
 
 
-def outputs_probabilities(model) -> bool:
-    """Whether `model`'s (first) output is a softmax's (probabilities) rather than logits."""
-    graph = trace(model)
-    node = graph.producer(graph.outputs[0])
-    while (
-        node is not None
-        and rule_for(node.layer).channel_kind(node.layer) == "pass"
-        and (activation_name(node.layer) in (None, "linear"))
-    ):
-        node = graph.producer(node.inputs[0])  # e.g. a Dropout or an identity after the softmax
-    if node is None:
-        return False
-    return isinstance(node.layer, keras.layers.Softmax) or activation_name(node.layer) == "softmax"
-
-
 def finetune(
     model,
     teacher,
@@ -153,23 +138,13 @@ def finetune(
     in a softmax) or logits: `outputs_probabilities` tells which."""
     teacher_fn = keras.Model(teacher.inputs, teacher.outputs)
     student_probs, teacher_probs = outputs_probabilities(model), outputs_probabilities(teacher)
-
-    def log_p(out, probs):
-        return ops.log(ops.maximum(out, 1e-7)) if probs else ops.log_softmax(out, axis=-1)
-
-    def soften(out, probs):
-        return ops.softmax(log_p(out, probs) / temperature, axis=-1)
+    distillation = Distillation(temperature, 1 - distill_weight, from_logits=not student_probs)
 
     def loss_fn(xb, yb):
         t_out = ops.stop_gradient(teacher_fn(xb, training=False))
-        out = model(xb, training=True)
-        hard = ops.mean(
-            keras.losses.sparse_categorical_crossentropy(yb, out, from_logits=not student_probs)
-        )
-        soft = ops.mean(
-            keras.losses.kl_divergence(soften(t_out, teacher_probs), soften(out, student_probs))
-        )
-        return (1 - distill_weight) * hard + distill_weight * temperature**2 * soft
+        labels = ops.reshape(ops.cast(yb, "float32"), (-1, 1))
+        packed = ops.concatenate([labels, log_probabilities(t_out, not teacher_probs)], axis=1)
+        return distillation(packed, model(xb, training=True))
 
     _train([], model.trainable_variables, loss_fn, [x, y], epochs, batch_size, lr, 1.0, desc)
     return model

@@ -130,3 +130,11 @@ def test_finetune_is_compress_s_last_step_a_fresh_adam_and_a_cosine(
     assert rates[0] == np.float32(1e-3) and np.all(np.diff(rates) < 0) and rates[-1] < 2e-4
     with pytest.raises(ValueError, match=r"epochs must be an integer >= 1.*Received: epochs=0"):
         real(small, x, y, epochs=0)
+
+
+def test_compress_refuses_a_loss_it_cannot_distill_before_training(staircase_tree):
+    import fdi_keras.compress as compress_module
+
+    x, y = np.zeros((4, 28, 28, 1), "float32"), np.zeros(4)
+    with pytest.raises(ValueError, match="cannot keep loss='mse'"):
+        compress_module.compress(lenet(), staircase_tree, x, y, 1.0, epochs=1, loss="mse")
