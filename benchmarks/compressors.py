@@ -198,7 +198,8 @@ def run_task(name, tree, flops):
                         teacher, tree, flops, x, y, teacher_ms / speedup, budget
                     )
                 seconds = time.time() - start
-                file = f"{method.split()[0]}_{speedup:g}x_seed{seed}.keras".replace("/", "_")
+                kd = "_kd" if FLAGS.distill else ""
+                file = f"{method.split()[0]}_{speedup:g}x_seed{seed}{kd}.keras".replace("/", "_")
                 model.save(os.path.join(task_dir, file))
                 run = key | {
                     "file": file,

@@ -73,7 +73,8 @@ def finetune(
 ) -> keras.callbacks.History:
     """Fine-tunes a stripped model as `compress` does: compiled with a fresh optimizer (the
     gated model's Adam moments belong to other shapes), the learning rate annealed to 0 along
-    a cosine over the fit (`CosineAnnealing`), distilling from `teacher` when one is given.
+    a cosine over the fit (`CosineAnnealing`), distilling from `teacher` when one is given
+    (the model is left compiled with `loss`, so `evaluate` and a saved file take labels).
 
     Args:
         model: the model `strip` returned (compiled again, in place).
@@ -104,19 +105,22 @@ def finetune(
             "epochs must be an integer >= 1 (skip the call for no fine-tuning). "
             f"Received: epochs={epochs}"
         )
-    x, y, validation_data, loss, metrics = fit_arguments(
+    fit_x, fit_y, fit_validation, fit_loss, metrics = fit_arguments(
         model, teacher, loss, x, y, validation_data
     )
-    model.compile(optimizer or default_optimizer(), loss, metrics=metrics)
-    return model.fit(
-        x,
-        y,
+    model.compile(optimizer or default_optimizer(), fit_loss, metrics=metrics)
+    history = model.fit(
+        fit_x,
+        fit_y,
         epochs=int(epochs),
         batch_size=batch_size,
-        validation_data=validation_data,
+        validation_data=fit_validation,
         callbacks=[CosineAnnealing(), *callbacks],
         verbose=verbose,
     )
+    if teacher is not None:  # evaluate() and a saved file take plain labels again
+        model.compile(model.optimizer, loss, metrics=["accuracy"])
+    return history
 
 
 @dataclasses.dataclass
@@ -173,7 +177,7 @@ def compress(
             loss and arrays or a tf.data dataset.
     """
     if distill:
-        check_distillable(loss)  # before the gated fit, not after it
+        check_distillable(loss, x, y)  # before the gated fit, not after it
     start = time.time()
     before = predict_latency(model, tree).total_ms
     teacher = model if distill else None

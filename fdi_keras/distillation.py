@@ -113,7 +113,8 @@ def with_teacher(teacher: keras.Model, x, y=None, batch_size: int = 256):
     Args:
         teacher: the trained model whose outputs the student learns from.
         x, y: arrays (`y` integer labels; the teacher predicts `x` once), or a `tf.data`
-            dataset of `(inputs, labels)` with `y` None (the teacher runs in its pipeline).
+            dataset of batched `(inputs, labels[, sample_weights])` with `y` None (the teacher
+            runs in its pipeline).
         batch_size: the teacher's batch size on arrays.
 
     Returns:
@@ -130,18 +131,12 @@ def with_teacher(teacher: keras.Model, x, y=None, batch_size: int = 256):
         return x, np.concatenate([labels, log_p.astype("float32")], axis=1)
     import tensorflow as tf  # only a dataset needs it
 
-    if not isinstance(x, tf.data.Dataset):
-        raise TypeError(
-            "Distillation packs the teacher's outputs with the labels, which it can do for "
-            "arrays `x, y` or a tf.data.Dataset of (inputs, labels). Received "
-            f"{type(x).__name__} without labels. Pass arrays or a tf.data.Dataset, or turn "
-            "distillation off (compress(..., distill=False))."
-        )
+    check_distillable(x=x, y=y)
 
-    def pack(inputs, labels):
+    def pack(inputs, labels, *sample_weights):
         log_p = log_probabilities(teacher(inputs, training=False), from_logits)
         labels = tf.reshape(tf.cast(labels, "float32"), (-1, 1))
-        return inputs, tf.concat([labels, tf.cast(log_p, "float32")], axis=1)
+        return inputs, tf.concat([labels, tf.cast(log_p, "float32")], axis=1), *sample_weights
 
     return x.map(pack, num_parallel_calls=tf.data.AUTOTUNE), None
 
@@ -159,19 +154,34 @@ def fit_arguments(
     """
     if teacher is None:
         return x, y, validation_data, loss, ["accuracy"]
-    check_distillable(loss)
+    check_distillable(loss, x, y)
     x, y = with_teacher(teacher, x, y)
-    if validation_data is not None:
-        if isinstance(validation_data, tuple):
-            validation_data = with_teacher(teacher, *validation_data[:2])
-        else:
-            validation_data = with_teacher(teacher, validation_data)[0]
+    if isinstance(validation_data, (tuple, list)):
+        inputs, labels, *sample_weights = validation_data
+        validation_data = (*with_teacher(teacher, inputs, labels), *sample_weights)
+    elif validation_data is not None:
+        validation_data = with_teacher(teacher, validation_data)[0]
     distillation = Distillation(from_logits=not outputs_probabilities(student))
     return x, y, validation_data, distillation, [MeanMetricWrapper(label_accuracy, "accuracy")]
 
 
-def check_distillable(loss) -> None:
-    """Raises ValueError unless `loss` is the one `Distillation` keeps as its hard term."""
+def check_distillable(loss="sparse_categorical_crossentropy", x=None, y=None) -> None:
+    """Checks, before any training, that distillation can run on `loss` and data `x, y`.
+
+    Raises:
+        ValueError: `loss` is not the one `Distillation` keeps as its hard term.
+        TypeError: labels missing (`y` None) and `x` not a `tf.data` dataset.
+    """
+    if y is None and x is not None:
+        import tensorflow as tf
+
+        if not isinstance(x, tf.data.Dataset):
+            raise TypeError(
+                "Distillation packs the teacher's outputs with the labels, which it can do "
+                "for arrays `x, y` or a tf.data.Dataset of (inputs, labels). Received "
+                f"{type(x).__name__} without labels. Pass arrays or a tf.data.Dataset, or "
+                "turn distillation off (compress(..., distill=False))."
+            )
     if loss != "sparse_categorical_crossentropy":
         raise ValueError(
             "Distillation trains on the labels with sparse categorical cross-entropy plus the "

@@ -54,11 +54,14 @@ def test_packed_targets_are_the_label_and_the_teacher_s_log_probabilities():
         np.testing.assert_array_equal(packed[:, 0], y)
         np.testing.assert_allclose(packed[:, 1:], log_p, atol=1e-5)
 
-        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+        weights = np.linspace(0.5, 1.5, 10).astype("float32")
+        dataset = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(4)
         packed_batches, none = with_teacher(teacher, dataset)
         assert none is None
-        from_dataset = np.concatenate([b.numpy() for _, b in packed_batches])
+        batches = list(packed_batches)
+        from_dataset = np.concatenate([b.numpy() for _, b, _ in batches])
         np.testing.assert_allclose(from_dataset, packed, atol=1e-5)
+        np.testing.assert_array_equal(np.concatenate([w.numpy() for *_, w in batches]), weights)
     with pytest.raises(TypeError, match=r"arrays `x, y` or a tf.data.Dataset.*distill=False"):
         with_teacher(teacher, [x])
     with pytest.raises(ValueError, match=r"cannot keep loss='mse'.*distill=False"):
@@ -82,9 +85,12 @@ def test_finetune_with_a_teacher_learns_its_outputs_and_round_trips(tmp_path):
         keras.utils.set_random_seed(3)
         history = finetune(
             students[name], x, y, epochs=8, batch_size=32, teacher=with_the_teacher,
-            validation_data=(x[:64], y[:64]), optimizer=keras.optimizers.Adam(1e-2),
+            validation_data=(x[:64], y[:64], np.ones(64)), optimizer=keras.optimizers.Adam(1e-2),
         )  # fmt: skip
         assert set(history.history) >= {"loss", "accuracy", "val_accuracy"}
+        # left compiled with the plain loss: evaluate() takes labels, not packed targets
+        assert students[name].loss == "sparse_categorical_crossentropy"
+        students[name].evaluate(x[:32], y[:32], verbose=0)
 
     def agreement(student):
         p, q = teacher.predict(x, verbose=0), student.predict(x, verbose=0)

@@ -28,7 +28,8 @@ their kernels' sum). What makes a stock model at a small input weight-bound is i
 stages that halve the resolution and double the width, down to 1-4 pixels where a 3x3
 convolution of 512-2,048 channels uses each weight a few times only. Version v4 draws half of
 the non-wide networks so ("staged"): a 16-64 px input, 3-6 stages of 1-4 blocks, the first
-block of each stage striding, widths doubling from 16-64 up to at most 2,048.
+block of each stage striding (while the map is over 1 px) and widening, widths doubling from
+32-128 up to at most 2,048.
 Rows of every earlier version stay usable.
 """
 
@@ -117,6 +118,7 @@ class _Builder:
         else:
             p = np.array([odds[k] for k in kinds])
             kind = rng.choice(kinds, p=p / p.sum())
+        opening = self.stage_width is not None and self.stage_start  # must widen its stage
         c, k, s = x.shape[-1], int(rng.choice([1, 3, 5], p=[0.3, 0.6, 0.1])), self.stride(x)
         if kind == "conv":
             return self.conv(x, self.width(), k, s)
@@ -126,7 +128,7 @@ class _Builder:
         if kind == "inverted":
             y = self.conv(x, _width(rng, c, min(6 * c, 3 * self.max_width)))
             y = self.act(L.DepthwiseConv2D(max(k, 3), s, padding="same")(y))
-            same = s == 1 and rng.random() < 0.6
+            same = s == 1 and not opening and rng.random() < 0.6
             y = L.Conv2D(c if same else self.width(), 1)(y)
             return L.Add()([x, y]) if same else y
         if kind == "residual":
@@ -141,8 +143,8 @@ class _Builder:
         return pool(int(rng.choice([2, 3])), 2, padding="same")(x) if x.shape[1] >= 2 else x
 
     def stages(self, x):
-        """3-6 stages of 1-4 blocks, the width doubling from 16-64 per stage up to
-        `max_width`; a stage opens with a block that strides and widens (not a residual pair,
+        """3-6 stages of 1-4 blocks, the width doubling per stage from twice a 16-64 stem up
+        to `max_width`; a stage opens with a block that strides and widens (not a residual pair,
         which keeps its input's shape), the rest may be residual."""
         width = _width(self.rng, 16, 64)
         for _ in range(int(self.rng.integers(3, 7))):
