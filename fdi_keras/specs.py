@@ -30,7 +30,7 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
     # Not a kernel: a whole random network (fdi_keras.profiling.networks), profiled to learn
     # how kernels compose inside a model (fdi_keras.timing.composition); the generator
     # versions it knows, the newest last.
-    "network": (("seed",), {"generator": ("v1", "v2", "v3", "v4")}),
+    "network": (("seed",), {"generator": ("v1", "v2", "v3")}),
 }
 NETWORK = "network"
 # The channel dimension whose staircase a kind's tree learns (and the profiler sweeps).

@@ -23,13 +23,6 @@ never went: more weights than the last-level cache holds. Those few huge layers 
 weights from memory even when timed alone, though; a deep stock model's many 0.1-10 MB layers
 run from cache alone and from memory in the model (2.1-2.8x their kernels alone on the AMD
 VM). So version v3 draws half of the other networks deep, 15-40 blocks (60-190 kernels).
-Those deep networks keep v1's random widths at every depth and stay compute-bound (0.9-1.4x
-their kernels' sum). What makes a stock model at a small input weight-bound is its shape:
-stages that halve the resolution and double the width, down to 1-4 pixels where a 3x3
-convolution of 512-2,048 channels uses each weight a few times only. Version v4 draws half of
-the non-wide networks so ("staged"): a 16-64 px input, 3-6 stages of 1-4 blocks, the first
-block of each stage striding (while the map is over 1 px) and widening, widths doubling from
-32-128 up to at most 2,048.
 Rows of every earlier version stay usable.
 """
 
@@ -46,10 +39,9 @@ from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 GENERATOR_VERSIONS = KINDS[NETWORK][1]["generator"]  # oldest first
 GENERATOR_VERSION = GENERATOR_VERSIONS[-1]
 MAX_MACS = 1.2e9
-MAX_PARAMS = {"v1": 10e6, "v2": 40e6, "v3": 40e6, "v4": 40e6}  # 40 / 160 MB of float32
+MAX_PARAMS = {"v1": 10e6, "v2": 40e6, "v3": 40e6}  # 40 MB / 160 MB of float32 weights
 WIDE_SHARE = 0.4  # v2 on: the share of weight-bound networks
-STAGED_SHARE = 0.5  # v4: the share of the others drawn in stages (width doubling, stride 2)
-DEEP_SHARE = 0.5  # v3 on: the share of the (remaining) others drawn deep (15-40 blocks)
+DEEP_SHARE = 0.5  # v3: the share of the others drawn deep (15-40 blocks)
 # Networks with more kernels are timed whole only (profiler.sample_all): about the deep ones.
 PROFILED_NETWORK_KERNELS = 60
 
@@ -73,19 +65,10 @@ class _Builder:
         self.activation = [None, "relu", "relu6", "hard_swish", "swish"][rng.integers(5)]
         self.batch_norm = rng.random() < 0.5
         self.wide = version != "v1" and rng.random() < WIDE_SHARE
-        self.staged = version == "v4" and not self.wide and rng.random() < STAGED_SHARE
-        self.deep = (
-            version not in ("v1", "v2")
-            and not (self.wide or self.staged)
-            and rng.random() < DEEP_SHARE
-        )
-        self.max_width = 2048 if self.wide or self.staged else 512
-        self.stage_width = None  # a staged network's current stage: its blocks' width
-        self.stage_start = False  # the next block opens a stage (it strides)
+        self.deep = version not in ("v1", "v2") and not self.wide and rng.random() < DEEP_SHARE
+        self.max_width = 2048 if self.wide else 512
 
     def width(self):
-        if self.stage_width is not None:
-            return self.stage_width
         return _width(self.rng, 128 if self.wide else 8, self.max_width)
 
     def act(self, x):
@@ -97,28 +80,14 @@ class _Builder:
         return self.act(self.L.Conv2D(width, kernel, stride, padding="same")(x))
 
     def stride(self, x):
-        if self.stage_width is not None:
-            opens, self.stage_start = self.stage_start, False
-            return 2 if opens and x.shape[1] >= 2 else 1
         return 2 if x.shape[1] >= 4 and self.rng.random() < 0.3 else 1
 
-    def block(self, x, kinds=None):
-        """One building block, drawn among `kinds` (default: all, at their usual odds)."""
+    def block(self, x):
         rng, L = self.rng, self.L
-        odds = {
-            "conv": 0.25,
-            "separable": 0.2,
-            "inverted": 0.2,
-            "residual": 0.15,
-            "branches": 0.1,
-            "pool": 0.1,
-        }
-        if kinds is None:
-            kind = rng.choice(list(odds), p=list(odds.values()))
-        else:
-            p = np.array([odds[k] for k in kinds])
-            kind = rng.choice(kinds, p=p / p.sum())
-        opening = self.stage_width is not None and self.stage_start  # must widen its stage
+        kind = rng.choice(
+            ["conv", "separable", "inverted", "residual", "branches", "pool"],
+            p=[0.25, 0.2, 0.2, 0.15, 0.1, 0.1],
+        )
         c, k, s = x.shape[-1], int(rng.choice([1, 3, 5], p=[0.3, 0.6, 0.1])), self.stride(x)
         if kind == "conv":
             return self.conv(x, self.width(), k, s)
@@ -128,7 +97,7 @@ class _Builder:
         if kind == "inverted":
             y = self.conv(x, _width(rng, c, min(6 * c, 3 * self.max_width)))
             y = self.act(L.DepthwiseConv2D(max(k, 3), s, padding="same")(y))
-            same = s == 1 and not opening and rng.random() < 0.6
+            same = s == 1 and rng.random() < 0.6
             y = L.Conv2D(c if same else self.width(), 1)(y)
             return L.Add()([x, y]) if same else y
         if kind == "residual":
@@ -142,30 +111,14 @@ class _Builder:
         pool = L.MaxPooling2D if rng.random() < 0.6 else L.AveragePooling2D
         return pool(int(rng.choice([2, 3])), 2, padding="same")(x) if x.shape[1] >= 2 else x
 
-    def stages(self, x):
-        """3-6 stages of 1-4 blocks, the width doubling per stage from twice a 16-64 stem up
-        to `max_width`; a stage opens with a block that strides and widens (not a residual pair,
-        which keeps its input's shape), the rest may be residual."""
-        width = _width(self.rng, 16, 64)
-        for _ in range(int(self.rng.integers(3, 7))):
-            self.stage_width, self.stage_start = min(2 * width, self.max_width), True
-            width = self.stage_width
-            x = self.block(x, kinds=("conv", "separable", "inverted"))
-            for _ in range(int(self.rng.integers(0, 4))):
-                x = self.block(x, kinds=("conv", "separable", "inverted", "residual"))
-        self.stage_width = None
-        return x
-
     def build(self):
         rng, L = self.rng, self.L
-        size = _logint(rng, 16, 48 if self.wide else 64 if self.staged else 224)
+        size = _logint(rng, 16, 48 if self.wide else 224)
         inputs = self.keras.Input((size, size, 3), batch_size=1)
         x = self.conv(inputs, _width(rng, 8, 64), 3, 2 if size >= 32 else 1)
-        if self.staged:
-            x = self.stages(x)
-        else:
-            for _ in range(_logint(rng, 15, 40) if self.deep else int(rng.integers(2, 15))):
-                x = self.block(x)
+        blocks = _logint(rng, 15, 40) if self.deep else int(rng.integers(2, 15))
+        for _ in range(blocks):
+            x = self.block(x)
         if rng.random() < 0.7:
             x = L.GlobalAveragePooling2D()(x)
             if self.wide and rng.random() < 0.5:
