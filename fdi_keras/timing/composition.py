@@ -16,7 +16,8 @@ still says where the time goes: inside a model, kernel k takes
 where t_k is the tree's single-kernel time: a kernel is never faster than reading its weights
 at `bandwidth`, which is `resident_bandwidth_gbps` when the whole model's weights are at most
 `cache_mb` (they stay in cache between invokes) and `bandwidth_gbps` otherwise. A model adds
-`overhead_us` once per invoke. `per_kernel_us` may be negative, down to -2 us. The cache size
+`overhead_us` once per invoke. `per_kernel_us` may be negative, down to minus the fastest
+single-kernel time (a kernel saves at most its own invoke's fixed cost). The cache size
 and the bandwidths are chosen on grids (an infinite bandwidth: no memory term; an infinite
 cache: one bandwidth for every model); the other coefficients are fitted on the networks of
 `fdi_keras.profiling.networks` measured whole, once per statistic (the minimum over invokes
@@ -36,7 +37,9 @@ from fdi_keras.features import compute_features
 STATISTICS = ("min", "median")
 # Fitted coefficients, in the order of the design's columns (the invoke, then per kernel).
 TERMS = ("overhead_us", "scale", "per_kernel_us", "per_activation_byte_us")
-LOWER_BOUNDS = np.array([0.0, 0.0, -2.0, 0.0])  # per_kernel_us may be negative
+# per_kernel_us may be negative, down to minus the fastest single-kernel time (`fit`'s
+# `fixed_cost_us`; this default without one)
+LOWER_BOUNDS = np.array([0.0, 0.0, -2.0, 0.0])
 BANDWIDTHS_GBPS = (*np.geomspace(1, 100, 41), np.inf)  # inf: no memory-bound term
 RESIDENT_BANDWIDTHS_GBPS = BANDWIDTHS_GBPS[::2]  # searched per cache size: a coarser grid
 # Model weights (MB) that still find themselves in cache at the next invoke; inf: no split.
@@ -61,8 +64,8 @@ def kernel_terms(single_us: float, spec) -> np.ndarray:
     return np.array([0.0, single_us, 1.0, f["bytes_in"] + f["bytes_out"]])
 
 
-def _fit(x: np.ndarray, memory: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Coefficients within LOWER_BOUNDS minimizing a soft-L1 loss of the relative errors of
+def _fit(x: np.ndarray, memory: np.ndarray, y: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Coefficients of at least `lower` minimizing a soft-L1 loss of the relative errors of
     `x @ w + memory` against `y`."""
     scale = np.abs(x).max(axis=0)
     scale[scale == 0] = 1.0
@@ -72,7 +75,7 @@ def _fit(x: np.ndarray, memory: np.ndarray, y: np.ndarray) -> np.ndarray:
     result = least_squares(
         lambda w: a @ w - target,
         start,
-        bounds=(LOWER_BOUNDS * scale, np.inf),
+        bounds=(lower * scale, np.inf),
         loss="soft_l1",
         f_scale=0.05,
     )
@@ -97,9 +100,20 @@ class Composition:
     resident_bandwidth_gbps: float | None = None  # and read them at this (default: bandwidth)
 
     @classmethod
-    def fit(cls, statistic: str, networks: list[list[tuple]], measured_us) -> Composition:
+    def fit(
+        cls,
+        statistic: str,
+        networks: list[list[tuple]],
+        measured_us,
+        fixed_cost_us: float | None = None,
+    ) -> Composition:
         """Fits on networks measured whole: `networks[n]` lists network n's kernels as
-        (single-kernel time in us, LayerSpec) pairs.
+        (single-kernel time in us, LayerSpec) pairs. `fixed_cost_us`, the fastest
+        single-kernel time measured, bounds what a kernel saves inside a model: at most the
+        fixed cost of the invoke its single-kernel time includes (`per_kernel_us` >= minus
+        it). The networks alone hardly pin that coefficient down (their kernels are large),
+        yet it decides small models: unbounded, the fit took -0.94 us on one profile whose
+        fastest kernel took 0.42 us, predicting a thinned MobileNetV2's kernels as free.
 
         Raises:
             ValueError: an unknown statistic, or fewer than MIN_NETWORKS networks.
@@ -112,6 +126,9 @@ class Composition:
                 f"Received: {len(networks)}. Profile more with --kinds=network."
             )
         y = np.asarray(measured_us, dtype=float)
+        lower = LOWER_BOUNDS.copy()
+        if fixed_cost_us is not None:
+            lower[TERMS.index("per_kernel_us")] = -float(fixed_cost_us)
         x = np.array([np.sum([kernel_terms(t, s) for t, s in n], axis=0) for n in networks])
         x[:, 0] = 1.0
 
@@ -131,7 +148,7 @@ class Composition:
         def fitted(rows, choice):
             """(relative error on `rows`, coefficients) with the grid values `choice`."""
             m = memory_of(rows, choice)
-            w = _fit(x[rows], m, y[rows])
+            w = _fit(x[rows], m, y[rows], lower)
             return float(np.mean(np.abs((x[rows] @ w + m) / y[rows] - 1))), w
 
         def choose(rows):

@@ -81,31 +81,37 @@ def _candidates(names, columns, min_leaf):
                     yield name, values, "mod", k
 
 
-def _best_split(x, y, names, columns, min_leaf):
+def _best_split(x, y, names, columns, min_leaf, intercept_max=np.inf):
     best = None
     for name, values, condition, value in _candidates(names, columns, min_leaf):
         m = _mask(values, condition, value)
         n_left = int(m.sum())
         if n_left < min_leaf or len(y) - n_left < min_leaf:
             continue
-        wl, wr = fit_nonnegative(x[m], y[m]), fit_nonnegative(x[~m], y[~m])
+        wl = fit_nonnegative(x[m], y[m], intercept_max)
+        wr = fit_nonnegative(x[~m], y[~m], intercept_max)
         sse = relative_sse(x[m], y[m], wl) + relative_sse(x[~m], y[~m], wr)
         if best is None or sse < best[0]:
             best = (sse, name, condition, value, m)
     return best
 
 
-def grow(x, y, names, columns, max_depth, min_samples_leaf, min_gain) -> FlatTree:
-    """Grows a tree top-down; a node splits only if the split cuts its error by `min_gain`."""
+def grow(
+    x, y, names, columns, max_depth, min_samples_leaf, min_gain, intercept_max=np.inf
+) -> FlatTree:
+    """Grows a tree top-down; a node splits only if the split cuts its error by `min_gain`.
+    Every leaf's intercept is at most `intercept_max` (`fit_nonnegative`)."""
     tree = FlatTree()
 
     def build(idx, depth):
-        w = fit_nonnegative(x[idx], y[idx])
+        w = fit_nonnegative(x[idx], y[idx], intercept_max)
         node = tree.add_leaf(w, len(idx))
         sse = relative_sse(x[idx], y[idx], w)
         if depth >= max_depth or len(idx) < 2 * min_samples_leaf or sse <= 1e-12:
             return node
-        best = _best_split(x[idx], y[idx], names, [c[idx] for c in columns], min_samples_leaf)
+        best = _best_split(
+            x[idx], y[idx], names, [c[idx] for c in columns], min_samples_leaf, intercept_max
+        )
         if best is None or best[0] > sse * (1 - min_gain):
             return node
         _, name, condition, value, m = best
@@ -162,10 +168,10 @@ def compact(tree: FlatTree) -> FlatTree:
     return out
 
 
-def refit_leaves(tree: FlatTree, x, y, variables: list[dict]) -> None:
+def refit_leaves(tree: FlatTree, x, y, variables: list[dict], intercept_max=np.inf) -> None:
     """Refits each leaf's model on all rows that reach it (training and validation)."""
     leaves = np.array([tree.leaf_of(v) for v in variables])
     for leaf in np.unique(leaves):
         idx = np.flatnonzero(leaves == leaf)
-        tree.weights[leaf] = [float(w) for w in fit_nonnegative(x[idx], y[idx])]
+        tree.weights[leaf] = [float(w) for w in fit_nonnegative(x[idx], y[idx], intercept_max)]
         tree.samples[leaf] = len(idx)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import nnls
+from scipy.optimize import lsq_linear, nnls
 
 from fdi_keras.features import FEATURES
 
@@ -14,15 +14,27 @@ def design_matrix(features: list[dict]) -> np.ndarray:
     return np.array([[1.0] + [f[name] for name in FEATURES] for f in features])
 
 
-def fit_nonnegative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def fit_nonnegative(x: np.ndarray, y: np.ndarray, intercept_max: float = np.inf) -> np.ndarray:
     """Weights w >= 0 minimizing sum(((x @ w) - y) / y)^2, so small and large layers count alike.
 
-    Columns are scaled to unit maximum before `scipy.optimize.nnls`, for conditioning.
+    `intercept_max` bounds the intercept (column 0), a kernel's fixed cost per invoke: the
+    tree passes its kind's fastest measured time, which no kernel's fixed cost can exceed.
+    Unbounded, a leaf of large layers is free to explain part of their times with a large
+    constant (68 us on one profile's depthwise convolutions over 48 px), which it then
+    charges in full to every smaller layer that falls into it.
+
+    Columns are scaled to unit maximum before `scipy.optimize.nnls` (`lsq_linear` with the
+    intercept's bound), for conditioning.
     """
     a = x / y[:, None]
     scale = np.abs(a).max(axis=0)
     scale[scale == 0] = 1.0
-    w, _ = nnls(a / scale, np.ones(len(y)), maxiter=50 * x.shape[1])
+    if np.isfinite(intercept_max):
+        upper = np.full(x.shape[1], np.inf)
+        upper[0] = intercept_max * scale[0]
+        w = lsq_linear(a / scale, np.ones(len(y)), bounds=(0.0, upper), method="bvls").x
+    else:
+        w, _ = nnls(a / scale, np.ones(len(y)), maxiter=50 * x.shape[1])
     w[w < 1e-9] = 0.0  # solver round-off, not a real (and unreadable) contribution
     return w / scale
 

@@ -204,8 +204,17 @@ class TimingTree:
                 stacklevel=2,
             )
             return self
+        # What a kernel saves inside a model is bounded by the fastest kernel's minimum time
+        # (fit() keeps half of it as overhead_us_). The median's term is not: it maps the
+        # trees' minimum times to median ones, whose fixed cost per invoke is larger.
+        fastest_kernel_us = {"min": 2 * self.overhead_us_, "median": None}
         self.composition_ = {
-            statistic: Composition.fit(statistic, networks, np.asarray(times_us[statistic])[keep])
+            statistic: Composition.fit(
+                statistic,
+                networks,
+                np.asarray(times_us[statistic])[keep],
+                fastest_kernel_us[statistic],
+            )
             for statistic in STATISTICS
         }
         return self
@@ -256,6 +265,7 @@ class TimingTree:
         columns = [np.array([v[n] for v in variables]) for n in names]
         val, train = self._split(specs)
         n_val = len(val)
+        fixed_cost_max = float(y.min())  # no configuration's fixed cost exceeds the fastest's time
         best = None
         for tile in self.tiles:
             x = _matrices(specs, tile)
@@ -267,6 +277,7 @@ class TimingTree:
                 self.max_depth,
                 self.min_samples_leaf,
                 self.min_gain,
+                fixed_cost_max,
             )
             if n_val:
                 val_vars = [variables[i] for i in val]
@@ -279,7 +290,7 @@ class TimingTree:
             if best is None or score < best[0]:
                 best = (score, tile, flat, x)
         score, tile, flat, x = best
-        growth.refit_leaves(flat, x, y, variables)
+        growth.refit_leaves(flat, x, y, variables, fixed_cost_max)
         return {
             "tile": tile,
             "tree": flat,

@@ -157,6 +157,18 @@ def test_a_model_whose_weights_fit_the_cache_reads_them_faster():
     assert loaded == c
 
 
+def test_a_kernel_saves_at_most_the_fastest_kernel_s_time_inside_a_model():
+    """What a kernel saves inside a model is at most its single-kernel invoke's fixed cost,
+    so `fixed_cost_us` (the fastest single-kernel time) bounds `per_kernel_us` from below,
+    even where these networks of large kernels would fit a larger saving."""
+    networks = random_networks(60, seed=6)
+    pairs = [[(single_time(k), k) for k in n] for n in networks]
+    times = [5.0 + sum(1.1 * t - 1.5 for t, _ in n) for n in pairs]
+    assert Composition.fit("min", pairs, times).per_kernel_us == pytest.approx(-1.5, abs=0.1)
+    bounded = Composition.fit("min", pairs, times, fixed_cost_us=0.5)
+    assert bounded.per_kernel_us == pytest.approx(-0.5, abs=1e-6)
+
+
 def test_composition_rejects_an_unknown_statistic():
     with pytest.raises(ValueError, match="statistic must be one of"):
         Composition.fit("mean", [[(1.0, LayerSpec("dense", dict(m=1, cin=2, cout=2)))]], [1.0])

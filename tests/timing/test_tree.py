@@ -123,3 +123,28 @@ def test_flops_baseline_as_a_tree_predicts_like_the_baseline():
     baseline = FlopsLinear().fit(specs, times)
     tree = baseline.as_tree()
     np.testing.assert_allclose([tree.predict_one(s) for s in specs], baseline.predict(specs))
+
+
+def test_a_leaf_s_fixed_cost_is_at_most_the_kind_s_fastest_time(fitted):
+    """Large layers with a constant extra cost (a slower code path) tempt an unbounded leaf
+    into a large intercept, which it then charges in full to every smaller layer in its
+    range. A leaf's intercept is bounded (`intercept_max`); the tree bounds it by the kind's
+    fastest measured time, which no configuration's fixed cost can exceed."""
+    from fdi_keras.timing.leaf import design_matrix, fit_nonnegative
+
+    rng = np.random.default_rng(3)
+    specs = [
+        LayerSpec("dense", dict(m=1, cin=int(c), cout=int(c)))
+        for c in rng.integers(256, 1024, 120)
+    ]
+    x = design_matrix([compute_features(s) for s in specs])
+    y = 60.0 + 1e-5 * x[:, 1]  # column 1: FLOPs
+    assert fit_nonnegative(x, y)[0] == pytest.approx(60.0, rel=1e-3)
+    bounded = fit_nonnegative(x, y, intercept_max=1.0)
+    assert 0 <= bounded[0] <= 1.0 + 1e-9
+    slack = fit_nonnegative(x, y, intercept_max=1e9)  # a slack bound changes nothing
+    np.testing.assert_allclose(slack, fit_nonnegative(x, y), rtol=1e-4, atol=1e-9)
+
+    tree, _, times = fitted
+    flat = tree.kinds_["dense"]["tree"]
+    assert all(w[0] <= times.min() * (1 + 1e-9) for w in flat.weights)
