@@ -16,8 +16,9 @@ still says where the time goes: inside a model, kernel k takes
 where t_k is the tree's single-kernel time: a kernel is never faster than reading its weights
 at `bandwidth`, which is `resident_bandwidth_gbps` when the whole model's weights are at most
 `cache_mb` (they stay in cache between invokes) and `bandwidth_gbps` otherwise. A model adds
-`overhead_us` once per invoke. `per_kernel_us` may be negative, down to minus the fastest
-single-kernel time (a kernel saves at most its own invoke's fixed cost). The cache size
+`overhead_us` once per invoke. `per_kernel_us` may be negative, down to -2 us, and for the
+minimum no lower than minus the fastest single-kernel time (a kernel saves at most its own
+invoke's fixed cost). The cache size
 and the bandwidths are chosen on grids (an infinite bandwidth: no memory term; an infinite
 cache: one bandwidth for every model); the other coefficients are fitted on the networks of
 `fdi_keras.profiling.networks` measured whole, once per statistic (the minimum over invokes
@@ -37,8 +38,7 @@ from fdi_keras.features import compute_features
 STATISTICS = ("min", "median")
 # Fitted coefficients, in the order of the design's columns (the invoke, then per kernel).
 TERMS = ("overhead_us", "scale", "per_kernel_us", "per_activation_byte_us")
-# per_kernel_us may be negative, down to minus the fastest single-kernel time (`fit`'s
-# `fixed_cost_us`; this default without one)
+# per_kernel_us may be negative, down to -2 us or minus `fit`'s `fixed_cost_us` if tighter
 LOWER_BOUNDS = np.array([0.0, 0.0, -2.0, 0.0])
 BANDWIDTHS_GBPS = (*np.geomspace(1, 100, 41), np.inf)  # inf: no memory-bound term
 RESIDENT_BANDWIDTHS_GBPS = BANDWIDTHS_GBPS[::2]  # searched per cache size: a coarser grid
@@ -127,8 +127,9 @@ class Composition:
             )
         y = np.asarray(measured_us, dtype=float)
         lower = LOWER_BOUNDS.copy()
-        if fixed_cost_us is not None:
-            lower[TERMS.index("per_kernel_us")] = -float(fixed_cost_us)
+        if fixed_cost_us is not None:  # the tighter of the two floors
+            i = TERMS.index("per_kernel_us")
+            lower[i] = max(lower[i], -float(fixed_cost_us))
         x = np.array([np.sum([kernel_terms(t, s) for t, s in n], axis=0) for n in networks])
         x[:, 0] = 1.0
 

@@ -23,18 +23,18 @@ def fit_nonnegative(x: np.ndarray, y: np.ndarray, intercept_max: float = np.inf)
     constant (68 us on one profile's depthwise convolutions over 48 px), which it then
     charges in full to every smaller layer that falls into it.
 
-    Columns are scaled to unit maximum before `scipy.optimize.nnls` (`lsq_linear` with the
-    intercept's bound), for conditioning.
+    Columns are scaled to unit maximum before `scipy.optimize.nnls`, for conditioning; only
+    when its intercept exceeds the bound is the fit redone with the bound (`lsq_linear`'s
+    bounded-variable least squares; an unbounded optimum within the bound is the bounded one).
     """
     a = x / y[:, None]
     scale = np.abs(a).max(axis=0)
     scale[scale == 0] = 1.0
-    if np.isfinite(intercept_max):
+    w, _ = nnls(a / scale, np.ones(len(y)), maxiter=50 * x.shape[1])
+    if w[0] > intercept_max * scale[0]:
         upper = np.full(x.shape[1], np.inf)
         upper[0] = intercept_max * scale[0]
         w = lsq_linear(a / scale, np.ones(len(y)), bounds=(0.0, upper), method="bvls").x
-    else:
-        w, _ = nnls(a / scale, np.ones(len(y)), maxiter=50 * x.shape[1])
     w[w < 1e-9] = 0.0  # solver round-off, not a real (and unreadable) contribution
     return w / scale
 

@@ -205,9 +205,11 @@ class TimingTree:
             )
             return self
         # What a kernel saves inside a model is bounded by the fastest kernel's minimum time
-        # (fit() keeps half of it as overhead_us_). The median's term is not: it maps the
-        # trees' minimum times to median ones, whose fixed cost per invoke is larger.
-        fastest_kernel_us = {"min": 2 * self.overhead_us_, "median": None}
+        # (fit() keeps half of it as overhead_us_; 0: unknown, no such bound). The median's
+        # term keeps only the -2 us floor: it maps the trees' minimum times to median ones,
+        # whose fixed cost per invoke is larger.
+        fastest = 2 * self.overhead_us_ if self.overhead_us_ > 0 else None
+        fastest_kernel_us = {"min": fastest, "median": None}
         self.composition_ = {
             statistic: Composition.fit(
                 statistic,
