@@ -129,9 +129,8 @@ def with_teacher(teacher: keras.Model, x, y=None, batch_size: int = 256):
         log_p = keras.ops.convert_to_numpy(log_probabilities(outputs, from_logits))
         labels = np.asarray(y, dtype="float32").reshape(-1, 1)
         return x, np.concatenate([labels, log_p.astype("float32")], axis=1)
-    import tensorflow as tf  # only a dataset needs it
-
     check_distillable(x=x, y=y)
+    import tensorflow as tf  # only a dataset needs it
 
     def pack(inputs, labels, *sample_weights):
         log_p = log_probabilities(teacher(inputs, training=False), from_logits)
@@ -151,6 +150,7 @@ def fit_arguments(
     Raises:
         ValueError: a teacher with a loss other than sparse categorical cross-entropy (the
             hard term of `Distillation`).
+        TypeError: a teacher with data `with_teacher` cannot pack (`check_distillable`).
     """
     if teacher is None:
         return x, y, validation_data, loss, ["accuracy"]
