@@ -154,7 +154,7 @@ def fit_arguments(
     """
     if teacher is None:
         return x, y, validation_data, loss, ["accuracy"]
-    check_distillable(loss, x, y)
+    check_distillable(loss)  # with_teacher checks the data
     x, y = with_teacher(teacher, x, y)
     if isinstance(validation_data, (tuple, list)):
         inputs, labels, *sample_weights = validation_data
