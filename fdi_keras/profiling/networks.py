@@ -23,7 +23,8 @@ never went: more weights than the last-level cache holds. Those few huge layers 
 weights from memory even when timed alone, though; a deep stock model's many 0.1-10 MB layers
 run from cache alone and from memory in the model (2.1-2.8x their kernels alone on the AMD
 VM). So version v3 draws half of the other networks deep, 15-40 blocks (60-190 kernels).
-Rows of every earlier version stay usable.
+Rows of every earlier version stay usable. Chains of one kernel repeated
+(`fdi_keras.profiling.chains`) are `network` specs too, of generator CHAIN_VERSION.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ import functools
 
 import numpy as np
 
+from fdi_keras.profiling.chains import CHAIN_VERSION, draw_chain
 from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
 # Stored in every network spec: editing the generator must bump it, so that a seed always
 # means the network that was timed. Every version listed still draws what it drew.
-GENERATOR_VERSIONS = KINDS[NETWORK][1]["generator"]  # oldest first
-GENERATOR_VERSION = GENERATOR_VERSIONS[-1]
+GENERATOR_VERSIONS = tuple(v for v in KINDS[NETWORK][1]["generator"] if v != CHAIN_VERSION)
+GENERATOR_VERSION = GENERATOR_VERSIONS[-1]  # oldest first
 MAX_MACS = 1.2e9
 MAX_PARAMS = {"v1": 10e6, "v2": 40e6, "v3": 40e6}  # 40 MB / 160 MB of float32 weights
 WIDE_SHARE = 0.4  # v2 on: the share of weight-bound networks
@@ -134,6 +136,9 @@ def _draw(seed: int, version: str = GENERATOR_VERSION):
     from fdi_keras.features import compute_features
     from fdi_keras.kernels import model_kernels
 
+    if version == CHAIN_VERSION:
+        model = draw_chain(seed)
+        return model, model_kernels(model)
     rng = np.random.default_rng([seed, 0x6E6574])
     while True:
         model = _Builder(rng, version).build()
@@ -177,13 +182,23 @@ def network_kernels(spec: LayerSpec) -> tuple:
     return network_kernel_specs(spec.dims["seed"], spec.dtype, spec.threads, _version(spec))
 
 
+def profiled_kernels(spec: LayerSpec) -> list[LayerSpec]:
+    """The kernels of a `network` spec that the profiler also times alone: a chain's one
+    kernel; every kernel of a random network of at most PROFILED_NETWORK_KERNELS, none of a
+    deeper one (timed whole only: profiling them would cost more than the rest of a profile)."""
+    kernels = network_kernels(spec)
+    if _version(spec) == CHAIN_VERSION:
+        return [kernels[0]]
+    return list(kernels) if len(kernels) <= PROFILED_NETWORK_KERNELS else []
+
+
 def _version(spec: LayerSpec) -> str:
     version = spec.attrs.get("generator")
-    if version not in GENERATOR_VERSIONS:
+    if version not in (*GENERATOR_VERSIONS, CHAIN_VERSION):
         raise ValueError(
             f"Network {spec.dims} was drawn by generator {version!r}; this fdi_keras draws "
-            f"{GENERATOR_VERSIONS}, whose seeds mean other networks. Use the fdi_keras that "
-            "drew them, or profile the networks again (--kinds=network)."
+            f"{(*GENERATOR_VERSIONS, CHAIN_VERSION)}, whose seeds mean other networks. Use the "
+            "fdi_keras that drew them, or profile the networks again (--kinds=network)."
         )
     return version
 
@@ -194,5 +209,15 @@ def network_specs(
     """`count` network configurations, seeds from `first_seed` on (a prefix property holds)."""
     return [
         LayerSpec("network", {"seed": s}, {"generator": GENERATOR_VERSION}, dtype, threads)
+        for s in range(first_seed, first_seed + count)
+    ]
+
+
+def chain_specs(
+    count: int, first_seed: int = 0, dtype: str = "float32", threads: int = 1
+) -> list[LayerSpec]:
+    """`count` chains (`fdi_keras.profiling.chains`), seeds from `first_seed` on."""
+    return [
+        LayerSpec("network", {"seed": s}, {"generator": CHAIN_VERSION}, dtype, threads)
         for s in range(first_seed, first_seed + count)
     ]

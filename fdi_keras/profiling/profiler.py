@@ -21,7 +21,7 @@ from fdi_keras.profiling.convert import (
 )
 from fdi_keras.profiling.fitting import check_one_setup
 from fdi_keras.profiling.lock import ProfileLock
-from fdi_keras.profiling.networks import PROFILED_NETWORK_KERNELS, network_kernels
+from fdi_keras.profiling.networks import profiled_kernels
 from fdi_keras.profiling.retry import RetryPolicy, call_with_retries
 from fdi_keras.profiling.runners import Runner
 from fdi_keras.profiling.sampling import DEFAULT_COUNTS, sample_configs
@@ -156,12 +156,13 @@ def sample_all(
     `DEFAULT_COUNTS`), with the kinds interleaved so that machine drift during a run spreads
     over all of them.
 
-    With `network` among the kinds, the random networks' own kernels are profiled too: the
-    trees then know the shapes networks are made of, and the networks timed whole show only
-    how kernels compose (the composition term), not the trees' errors. Not those of deep
-    networks (more than PROFILED_NETWORK_KERNELS kernels): profiling them would cost more than
-    the rest of the profile, and timed whole on their own they show the composition term what
-    a user's model shows it, kernels the trees were not fitted on.
+    With `network` among the kinds, the random networks' and chains' own kernels are profiled
+    too (`networks.profiled_kernels`): the trees then know the shapes networks are made of,
+    and the networks timed whole show only how kernels compose (the composition term), not
+    the trees' errors. Not those of deep networks (more than PROFILED_NETWORK_KERNELS
+    kernels): profiling them would cost more than the rest of the profile, and timed whole on
+    their own they show the composition term what a user's model shows it, kernels the trees
+    were not fitted on.
     """
     if num_configs is None:
         counts = {k: DEFAULT_COUNTS.get(k, 100) for k in kinds}
@@ -172,10 +173,7 @@ def sample_all(
     specs = [s for kind in kinds for s in sample_configs(kind, counts[kind], seed, dtype, threads)]
     keys = {s.key() for s in specs}
     for network in [s for s in specs if s.kind == NETWORK]:
-        kernels = network_kernels(network)
-        if len(kernels) > PROFILED_NETWORK_KERNELS:
-            continue
-        for kernel in kernels:
+        for kernel in profiled_kernels(network):
             if kernel.key() not in keys:
                 keys.add(kernel.key())
                 specs.append(kernel)

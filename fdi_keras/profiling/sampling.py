@@ -6,7 +6,7 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 |---|---|
 | conv2d | h=w in 3..224 (a fifth 1-D: h=1, w in 16..512, as Conv1D runs), cin 3..1024, |
 |  | cout 4..1024, k in {1,3,5,7}, stride 1 or 2 |
-| depthwise_conv2d | h=w in 3..224, cin 8..1024, multiplier 1 (sometimes 2), k in {3,5}, |
+| depthwise_conv2d | h=w in 3..224, cin 8..1024, multiplier 1 (sometimes 2), k in {3,5,7}, |
 |  | stride 1 or 2 |
 | dense | m=1 (sometimes a sequence of 2..128 rows), cin 8..4096, cout 4..4096 |
 | pool2d | h in 4..112, c 8..512, k 2 or 3, stride 1 or 2, max or avg |
@@ -15,7 +15,8 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 | lrn | h in 7..56, c 16..512, radius 2..5 |
 | activation / softmax | 16..2^20 elements (softmax up to 4096) |
 | gru / lstm | timesteps 8..256, input 3..128, units 8..256 |
-| network | a random network of `fdi_keras.profiling.networks` (timed whole) |
+| network | a random network of `fdi_keras.profiling.networks`, or a chain of one kernel |
+|  | repeated (`fdi_keras.profiling.chains`), timed whole |
 
 Work is capped (about 2e8 multiply-accumulates, 16 MB of tensors) to stay within a phone's
 budget for one layer. Half the channel counts are rounded to multiples of 8, as designed
@@ -34,7 +35,8 @@ import zlib
 import numpy as np
 
 from fdi_keras.features import compute_features
-from fdi_keras.profiling.networks import network_specs
+from fdi_keras.profiling.chains import CHAIN_SHARE
+from fdi_keras.profiling.networks import chain_specs, network_specs
 from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
 # Configurations per kind of a default profile (20-23 minutes on a 2-core x86 VM): more
@@ -54,7 +56,7 @@ DEFAULT_COUNTS = {
     "gru": 60,
     "lstm": 60,
     "lrn": 100,
-    "network": 50,  # and their own kernels (profiler.sample_all)
+    "network": 50,  # and 30 chains, and their own kernels (profiler.sample_all)
 }
 # Held-out random networks use seeds from this offset on (fitted ones start at 0).
 HELD_OUT_NETWORKS = 1_000_000
@@ -105,7 +107,7 @@ def _conv2d(rng):
 
 
 def _depthwise(rng):
-    k = int(rng.choice([3, 5], p=[0.8, 0.2]))
+    k = int(rng.choice([3, 5, 7], p=[0.7, 0.2, 0.1]))  # 7x7: NASNet's separable convs
     h = _logint(rng, max(3, k), 224)
     s = int(rng.choice([1, 2], p=[0.7, 0.3]))
     dims = dict(
@@ -230,9 +232,13 @@ def sample_configs(
     kind: str, num_configs: int, seed: int = 0, dtype: str = "float32", threads: int = 1
 ) -> list[LayerSpec]:
     """The first `num_configs` distinct configurations of `kind` (deterministic in `seed`);
-    for `network`, the first `num_configs` random networks of `fdi_keras.profiling.networks`."""
+    for `network`, the first `num_configs` random networks of `fdi_keras.profiling.networks`
+    and the first CHAIN_SHARE as many chains (`fdi_keras.profiling.chains`)."""
     if kind == NETWORK:
-        return network_specs(num_configs, seed, dtype, threads)
+        chains = int(round(CHAIN_SHARE * num_configs))
+        return network_specs(num_configs, seed, dtype, threads) + chain_specs(
+            chains, seed, dtype, threads
+        )
     rng = _Draws([seed, zlib.crc32(kind.encode())], p_round=0.5)
     return _draw(kind, num_configs, rng, True, dtype, threads)
 

@@ -1,6 +1,7 @@
 import pytest
 
 from fdi_keras.features import compute_features
+from fdi_keras.profiling.chains import CHAIN_SHARE, CHAIN_VERSION
 from fdi_keras.profiling.sampling import MAX_MACS, sample_configs, sample_held_out
 from fdi_keras.specs import KINDS, NETWORK, SWEEP_DIMS
 from fdi_keras.timing.tree import sweep_groups
@@ -65,5 +66,8 @@ def longest_channel_run(specs):
 
 def test_network_configs_fitted_and_held_out_are_disjoint():
     fitted = sample_configs(NETWORK, 20)
-    assert [s.dims["seed"] for s in fitted] == list(range(20))
+    networks = [s for s in fitted if s.attrs["generator"] != CHAIN_VERSION]
+    chains = [s for s in fitted if s.attrs["generator"] == CHAIN_VERSION]
+    assert [s.dims["seed"] for s in networks] == list(range(20))
+    assert [s.dims["seed"] for s in chains] == list(range(round(CHAIN_SHARE * 20)))
     assert not {s.key() for s in fitted} & {s.key() for s in sample_held_out(NETWORK, 20)}
