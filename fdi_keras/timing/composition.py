@@ -1,29 +1,32 @@
-"""How kernels compose into a model: the whole-model correction, fitted on random networks.
+"""How kernels compose into a model: the whole-model correction, fitted on networks timed whole.
 
 A kernel timed alone (as the per-kind trees are fitted) finds its weights in cache on every
-invoke; inside a model its weights were last read a whole forward pass earlier. When the
-model's weights fit the cache they are still there (only slower to reach than when alone);
-when they do not, every kernel reads its weights from memory, and a kernel with many weights
-and little arithmetic (a 3x3 convolution on a few pixels late in ResNet50, a classifier head)
-waits for it. On this project's AMD EPYC VM ResNet50 at 32 px runs 2.3x the sum of its kernels
-timed alone and EfficientNetB0 2.1x, while MobileNetV2 (1.6 MB of weights) runs 0.7x (a kernel
-alone also pays an invoke's fixed cost). The correction is a roofline per kernel, so a report
-still says where the time goes: inside a model, kernel k takes
+invoke; inside a model its weights were last read a whole forward pass earlier, after the
+model's other weights. So the bandwidth a kernel reads its weights at depends on the whole
+model's weights: while they fit a cache level they come from it, beyond it from the next
+level or from memory, and a kernel with many weights and little arithmetic (a 3x3
+convolution on a few pixels late in ResNet50, a classifier head) waits for them. On one 2-core
+Xeon VM (2 MB of L2 per core) chains of one kernel repeated (`fdi_keras.profiling.chains`)
+read their weights at about 250 GB/s in models of a quarter megabyte, 60 GB/s at 2 MB,
+30 GB/s from 4 to 32 MB and 11-25 GB/s beyond 64 MB; ResNet50 at 32 px runs 1.5x the sum of
+its kernels timed alone, EfficientNetB0 2.1x, MobileNetV2 (1.6 MB of weights) 0.84x (a
+kernel alone also pays an invoke's fixed cost). The correction is a roofline per kernel, so
+a report still says where the time goes: inside a model of W bytes of weights, kernel k takes
 
     max(0, scale * t_k + per_kernel_us + per_activation_byte_us * activation_bytes_k)
-        + max(0, weight_bytes_k / bandwidth - t_k)
+        + max(0, weight_bytes_k / bandwidth(W) - t_k)
 
 where t_k is the tree's single-kernel time: a kernel is never faster than reading its weights
-at `bandwidth`, which is `resident_bandwidth_gbps` when the whole model's weights are at most
-`cache_mb` (they stay in cache between invokes) and `bandwidth_gbps` otherwise. A model adds
-`overhead_us` once per invoke. `per_kernel_us` may be negative, down to -2 us, and for the
-minimum no lower than minus the fastest single-kernel time (a kernel saves at most its own
-invoke's fixed cost). The cache size
-and the bandwidths are chosen on grids (an infinite bandwidth: no memory term; an infinite
-cache: one bandwidth for every model); the other coefficients are fitted on the networks of
-`fdi_keras.profiling.networks` measured whole, once per statistic (the minimum over invokes
-and the median), on relative errors with a soft-L1 loss, so that a few networks timed during
-a burst of interference on a shared machine do not steer the fit.
+at `bandwidth(W)`, the model's **memory curve**: a bandwidth fitted at each of CURVE_MB's
+sizes, never rising with the size, interpolated on log W between them (the time per byte is)
+and held beyond them. A model adds `overhead_us` once per invoke. `per_kernel_us` may be
+negative, down to -2 us, and for the minimum no lower than minus the fastest single-kernel
+time (a kernel saves at most its own invoke's fixed cost). The coefficients are fitted on the
+networks of `fdi_keras.profiling.networks` and the chains, measured whole, once per statistic
+(the minimum over invokes and the median), on relative errors with a soft-L1 loss, so that a
+few networks timed during a burst of interference on a shared machine do not steer the fit:
+first with one bandwidth for every model (chosen on a grid, the rest by least squares), then
+the whole curve from there.
 """
 
 from __future__ import annotations
@@ -40,21 +43,24 @@ STATISTICS = ("min", "median")
 TERMS = ("overhead_us", "scale", "per_kernel_us", "per_activation_byte_us")
 # per_kernel_us may be negative, down to -2 us or minus `fit`'s `fixed_cost_us` if tighter
 LOWER_BOUNDS = np.array([0.0, 0.0, -2.0, 0.0])
-BANDWIDTHS_GBPS = (*np.geomspace(1, 100, 41), np.inf)  # inf: no memory-bound term
-RESIDENT_BANDWIDTHS_GBPS = BANDWIDTHS_GBPS[::2]  # searched per cache size: a coarser grid
-# Model weights (MB) that still find themselves in cache at the next invoke; inf: no split.
-CACHE_MB = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, np.inf)
-# A cache split must cut the fit's error by this much to be kept (two more grid values chosen
-# on the same networks otherwise fit their noise).
-SPLIT_GAIN = 0.9
+BANDWIDTHS_GBPS = (*np.geomspace(1, 100, 41), np.inf)  # the one-bandwidth start; inf: no term
+# Model weights (MB) at which the memory curve's bandwidth is fitted: a quarter of a phone's
+# L2 to beyond the largest stock models (VGG16: 134 MB), a factor of 4 apart (at a factor of
+# 2 the chains' cross-validated error was worse: 23.6% against 20.8%).
+CURVE_MB = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)
 # Fewer networks than this cannot pin down the coefficients: no composition term is fitted.
 MIN_NETWORKS = 10
 
 
-def memory_excess(single_us, weight_bytes, bandwidth_gbps: float):
-    """How much longer reading `weight_bytes` at `bandwidth_gbps` takes than the kernel's
+def us_per_byte_of(gbps):
+    """Microseconds per byte of bandwidths in GB/s (0 for an infinite one); element-wise."""
+    return 1.0 / (np.asarray(gbps, dtype=float) * 1e3)  # GB/s = 1e3 B/us
+
+
+def memory_excess(single_us, weight_bytes, us_per_byte):
+    """How much longer reading `weight_bytes` at `us_per_byte` takes than the kernel's
     single-kernel time (0 when it computes longer than it reads); element-wise on arrays."""
-    return np.maximum(0.0, weight_bytes / (bandwidth_gbps * 1e3) - single_us)  # GB/s = 1e3 B/us
+    return np.maximum(0.0, weight_bytes * us_per_byte - single_us)
 
 
 def kernel_terms(single_us: float, spec) -> np.ndarray:
@@ -64,24 +70,90 @@ def kernel_terms(single_us: float, spec) -> np.ndarray:
     return np.array([0.0, single_us, 1.0, f["bytes_in"] + f["bytes_out"]])
 
 
-def _fit(x: np.ndarray, memory: np.ndarray, y: np.ndarray, lower: np.ndarray) -> np.ndarray:
-    """Coefficients of at least `lower` minimizing a soft-L1 loss of the relative errors of
-    `x @ w + memory` against `y`."""
+def _curve_at(curve_mb, us_per_byte, model_bytes):
+    """The curve's microseconds per byte at `model_bytes` (interpolated on log size)."""
+    return np.interp(np.log(np.asarray(model_bytes) / 1e6), np.log(curve_mb), us_per_byte)
+
+
+class _Design:
+    """The fit's arrays for a set of networks: the linear design, and per network its
+    kernels' single-kernel times and weight bytes (for the memory term)."""
+
+    def __init__(self, networks):
+        self.x = np.array([np.sum([kernel_terms(t, s) for t, s in n], axis=0) for n in networks])
+        self.x[:, 0] = 1.0
+        self.singles = [np.array([t for t, _ in n]) for n in networks]
+        self.weights = [
+            np.array([compute_features(s)["param_bytes"] for _, s in n]) for n in networks
+        ]
+        self.model_bytes = np.array([w.sum() for w in self.weights])
+
+    def memory(self, rows, us_per_byte) -> np.ndarray:
+        """Each network's memory term when network i reads at `us_per_byte[i]`."""
+        return np.array(
+            [
+                memory_excess(self.singles[i], self.weights[i], u).sum()
+                for i, u in zip(rows, us_per_byte)
+            ]
+        )
+
+
+def _relative_fit(residuals, start, lower):
+    """`least_squares` with the soft-L1 loss the term is fitted with (relative errors)."""
+    return least_squares(residuals, start, bounds=(lower, np.inf), loss="soft_l1", f_scale=0.05).x
+
+
+def _fit_linear(x, memory, y, lower) -> np.ndarray:
+    """Coefficients of at least `lower` for `x @ w + memory` against `y`."""
     scale = np.abs(x).max(axis=0)
     scale[scale == 0] = 1.0
     a = x / scale / y[:, None]
     target = 1.0 - memory / y
     start = np.array([0.0, 1.0, 0.0, 0.0]) * scale
-    result = least_squares(
-        lambda w: a @ w - target,
-        start,
-        bounds=(lower * scale, np.inf),
-        loss="soft_l1",
-        f_scale=0.05,
-    )
-    w = result.x
+    w = _relative_fit(lambda w: a @ w - target, start, lower * scale)
     w[np.abs(w) < 1e-6] = 0.0  # solver round-off (scaled units), not a real contribution
     return w / scale
+
+
+def _fit_curve(design, rows, y, lower):
+    """(coefficients, microseconds per byte at CURVE_MB) fitted on `rows`: the best single
+    bandwidth of the grid first, then every coefficient and the curve from there (the time
+    per byte made non-decreasing in size by fitting its non-negative increments)."""
+    x, sizes = design.x[rows], design.model_bytes[rows]
+
+    def error(w, per_byte):
+        m = design.memory(rows, np.full(len(rows), per_byte))
+        return np.mean(np.abs((x @ w + m) / y - 1))
+
+    best = None
+    for b in BANDWIDTHS_GBPS:
+        per_byte = float(us_per_byte_of(b))
+        m = design.memory(rows, np.full(len(rows), per_byte))
+        w = _fit_linear(x, m, y, lower)
+        e = error(w, per_byte)
+        if best is None or e < best[0]:
+            best = (e, w, per_byte)
+    _, w, per_byte = best
+    knots = len(CURVE_MB)
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    unit = max(per_byte, float(us_per_byte_of(100.0)))  # increments in units of 100 GB/s
+
+    def unpack(p):
+        return p[:4] / scale, np.cumsum(p[4:]) * unit
+
+    def residuals(p):
+        w_, curve = unpack(p)
+        m = design.memory(rows, _curve_at(CURVE_MB, curve, sizes))
+        return (x @ w_ + m) / y - 1
+
+    start = np.r_[w * scale, per_byte / unit, np.zeros(knots - 1)]
+    p = _relative_fit(residuals, start, np.r_[lower * scale, np.zeros(knots)])
+    w_curve, curve = unpack(p)
+    if np.mean(np.abs(residuals(p))) > np.mean(np.abs(residuals(start))):
+        return w, np.full(knots, per_byte)  # the solver did not improve on its start
+    w_curve[np.abs(w_curve * scale) < 1e-6] = 0.0
+    return w_curve, curve
 
 
 @dataclasses.dataclass
@@ -93,11 +165,12 @@ class Composition:
     scale: float
     per_kernel_us: float
     per_activation_byte_us: float
-    bandwidth_gbps: float  # weights read beyond the cache (all of them without a cache split)
     networks: int
     cv_mape: float  # 5-fold cross-validated MAPE over the networks
-    cache_mb: float = np.inf  # models with at most these weights keep them in cache
-    resident_bandwidth_gbps: float | None = None  # and read them at this (default: bandwidth)
+    # The memory curve: GB/s (inf: no cost) at which a model of curve_mb[i] MB of weights
+    # reads them; the time per byte is interpolated on log size and held beyond the ends.
+    curve_mb: tuple = (1.0,)
+    curve_gbps: tuple = (np.inf,)
 
     @classmethod
     def fit(
@@ -130,64 +203,26 @@ class Composition:
         if fixed_cost_us is not None:  # the tighter of the two floors
             i = TERMS.index("per_kernel_us")
             lower[i] = max(lower[i], -float(fixed_cost_us))
-        x = np.array([np.sum([kernel_terms(t, s) for t, s in n], axis=0) for n in networks])
-        x[:, 0] = 1.0
-
-        # Per network, its kernels' single times and weight bytes, read once for every bandwidth.
-        singles = [np.array([t for t, _ in n]) for n in networks]
-        weights = [np.array([compute_features(s)["param_bytes"] for _, s in n]) for n in networks]
-        model_mb = np.array([w.sum() / 1e6 for w in weights])
-        memory = {
-            b: np.array([memory_excess(t, w, b).sum() for t, w in zip(singles, weights)])
-            for b in {*BANDWIDTHS_GBPS, *RESIDENT_BANDWIDTHS_GBPS}
-        }
-
-        def memory_of(rows, choice):
-            cache, resident, beyond = choice
-            return np.where(model_mb <= cache, memory[resident], memory[beyond])[rows]
-
-        def fitted(rows, choice):
-            """(relative error on `rows`, coefficients) with the grid values `choice`."""
-            m = memory_of(rows, choice)
-            w = _fit(x[rows], m, y[rows], lower)
-            return float(np.mean(np.abs((x[rows] @ w + m) / y[rows] - 1))), w
-
-        def choose(rows):
-            """((cache_mb, resident bandwidth, bandwidth), coefficients) fitted on `rows`: the
-            best single bandwidth first, then per cache size the best (faster) resident one
-            for the models that fit it, kept if it cuts the error to SPLIT_GAIN of the first."""
-            single = min(
-                ((*fitted(rows, (np.inf, b, b)), (np.inf, b, b)) for b in BANDWIDTHS_GBPS),
-                key=lambda c: c[0],
-            )
-            beyond = single[2][2]
-            best = (SPLIT_GAIN * single[0], single[1], single[2])
-            for cache in CACHE_MB[:-1]:
-                if not (model_mb[rows] > cache).any() or (model_mb[rows] > cache).all():
-                    continue  # the split would not separate these networks
-                for resident in (b for b in RESIDENT_BANDWIDTHS_GBPS if b > beyond):
-                    error, w = fitted(rows, (cache, resident, beyond))
-                    if error < best[0]:
-                        best = (error, w, (cache, resident, beyond))
-            return best[2], best[1]
-
-        choice, w = choose(np.arange(len(y)))
-        folds = np.arange(len(y)) % 5  # cross-validation re-chooses the grid values per fold
+        design = _Design(networks)
+        w, curve = _fit_curve(design, np.arange(len(y)), y, lower)
+        folds = np.arange(len(y)) % 5  # cross-validation refits the whole curve per fold
         errors = np.zeros(len(y))
         for fold in range(5):
             test = np.flatnonzero(folds == fold)
-            fold_choice, wf = choose(np.flatnonzero(folds != fold))
-            predicted = x[test] @ wf + memory_of(test, fold_choice)
+            train = np.flatnonzero(folds != fold)
+            wf, cf = _fit_curve(design, train, y[train], lower)
+            per_byte = _curve_at(CURVE_MB, cf, design.model_bytes[test])
+            predicted = design.x[test] @ wf + design.memory(test, per_byte)
             errors[test] = np.abs(predicted / y[test] - 1)
-        cache, resident, beyond = choice
+        with np.errstate(divide="ignore"):
+            gbps = tuple(float(g) for g in 1.0 / (curve * 1e3))
         return cls(
             statistic,
             *map(float, w),
-            bandwidth_gbps=float(beyond),
             networks=len(y),
             cv_mape=float(errors.mean()),
-            cache_mb=float(cache),
-            resident_bandwidth_gbps=float(resident),
+            curve_mb=CURVE_MB,
+            curve_gbps=gbps,
         )
 
     def kernel_us(self, single_us: float, spec, model_weight_bytes: float = np.inf) -> float:
@@ -195,37 +230,40 @@ class Composition:
         decide which bandwidth its weights are read at), given its single-kernel time."""
         linear = float(kernel_terms(single_us, spec)[1:] @ self.weights()[1:])
         weight_bytes = compute_features(spec)["param_bytes"]
-        bandwidth = self.bandwidth_for(model_weight_bytes)
-        return max(0.0, linear) + float(memory_excess(single_us, weight_bytes, bandwidth))
+        per_byte = us_per_byte_of(self.bandwidth_for(model_weight_bytes))
+        return max(0.0, linear) + float(memory_excess(single_us, weight_bytes, per_byte))
 
     def bandwidth_for(self, model_weight_bytes: float) -> float:
-        """GB/s at which a model with `model_weight_bytes` of weights reads them."""
-        resident = model_weight_bytes <= self.cache_mb * 1e6
-        return self.resident_bandwidth_gbps if resident else self.bandwidth_gbps
+        """GB/s at which a model with `model_weight_bytes` of weights reads them (the memory
+        curve; infinite: no memory term)."""
+        per_byte = _curve_at(self.curve_mb, us_per_byte_of(self.curve_gbps), model_weight_bytes)
+        return float(np.inf if per_byte <= 0 else 1.0 / (per_byte * 1e3))
 
     def weights(self) -> np.ndarray:
         return np.array([getattr(self, t) for t in TERMS])
 
     def explain(self) -> str:
-        def reading(bandwidth):
-            return f"at {bandwidth:.3g} GB/s" if np.isfinite(bandwidth) else "at no cost"
+        def reading(gbps):
+            return f"{gbps:.3g} GB/s" if np.isfinite(gbps) else "no cost"
 
-        if np.isfinite(self.cache_mb):
+        if all(not np.isfinite(g) for g in self.curve_gbps):
+            memory = ""
+        elif len(set(self.curve_gbps)) == 1:
             memory = (
-                "\n    + the time its weights take to read beyond its single-kernel time: "
-                f"{reading(self.resident_bandwidth_gbps)} when the model's weights fit "
-                f"{self.cache_mb:.3g} MB (they stay in cache), else "
-                f"{reading(self.bandwidth_gbps)}"
-            )
-        elif np.isfinite(self.bandwidth_gbps):
-            memory = (
-                f"\n    + the time its weights take to read {reading(self.bandwidth_gbps)} "
+                f"\n    + the time its weights take to read at {reading(self.curve_gbps[0])} "
                 "beyond its single-kernel time"
             )
         else:
-            memory = ""
+            points = ", ".join(
+                f"{mb:g} MB: {reading(g)}" for mb, g in zip(self.curve_mb, self.curve_gbps)
+            )
+            memory = (
+                "\n    + the time its weights take to read beyond its single-kernel time, at "
+                "the bandwidth of the model's\n      weights in all (interpolated on log size):"
+                f" {points}"
+            )
         return (
-            f"inside a model ({self.statistic} over invokes; fitted on {self.networks} random "
+            f"inside a model ({self.statistic} over invokes; fitted on {self.networks} "
             f"networks timed whole, cross-validated MAPE {100 * self.cv_mape:.1f}%):\n"
             f"  kernel time = {self.scale:.3g} * single-kernel time {self.per_kernel_us:+.3g} us"
             f" + {1e3 * self.per_activation_byte_us:.3g} us per KB of activations{memory}"
@@ -233,21 +271,35 @@ class Composition:
         )
 
     def __post_init__(self):
-        if self.resident_bandwidth_gbps is None:  # one bandwidth for every model
-            self.resident_bandwidth_gbps = self.bandwidth_gbps
+        self.curve_mb = tuple(float(v) for v in self.curve_mb)
+        self.curve_gbps = tuple(float(v) for v in self.curve_gbps)
+        if len(self.curve_mb) != len(self.curve_gbps) or not self.curve_mb:
+            raise ValueError(
+                "curve_mb and curve_gbps must be equally long and non-empty. Received: "
+                f"curve_mb={self.curve_mb}, curve_gbps={self.curve_gbps}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict) -> Composition:
-        """Reads `to_dict()`'s output; a term saved before the cache split (no cache_mb) reads
-        every model's weights at its one bandwidth, as it did."""
+        """Reads `to_dict()`'s output. A term saved before the memory curve keeps predicting
+        what it did: one bandwidth for every model (`bandwidth_gbps`), or a step at `cache_mb`
+        from `resident_bandwidth_gbps` to `bandwidth_gbps`."""
         d = dict(d)
-        d.setdefault("resident_bandwidth_gbps", d.get("bandwidth_gbps"))
-        for key in ("bandwidth_gbps", "cache_mb", "resident_bandwidth_gbps"):
-            d[key] = np.inf if d.get(key) is None else d[key]  # JSON has no infinity
+        if "curve_mb" not in d:
+            beyond = d.pop("bandwidth_gbps", None)
+            cache = d.pop("cache_mb", None)
+            resident = d.pop("resident_bandwidth_gbps", None)
+            beyond = np.inf if beyond is None else beyond  # JSON has no infinity
+            resident = beyond if resident is None else resident
+            if cache is None:
+                d["curve_mb"], d["curve_gbps"] = (1.0,), (beyond,)
+            else:  # a step: the log-size interpolation spans a millionth of the size
+                d["curve_mb"], d["curve_gbps"] = (cache, cache * (1 + 1e-6)), (resident, beyond)
+        d["curve_gbps"] = [np.inf if g is None else g for g in d["curve_gbps"]]
         return cls(**d)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for key in ("bandwidth_gbps", "cache_mb", "resident_bandwidth_gbps"):
-            d[key] = d[key] if np.isfinite(d[key]) else None
+        d["curve_mb"] = list(self.curve_mb)
+        d["curve_gbps"] = [g if np.isfinite(g) else None for g in self.curve_gbps]
         return d

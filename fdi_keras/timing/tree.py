@@ -22,7 +22,7 @@ from fdi_keras.timing.composition import MIN_NETWORKS, STATISTICS, Composition
 from fdi_keras.timing.leaf import design_matrix, relative_sse
 
 FORMAT = "fdi_keras.timing_tree"
-FORMAT_VERSION = 3  # 2: leaves gained the `steps` feature; 3: the composition term
+FORMAT_VERSION = 4  # 2: leaves gained `steps`; 3: the composition term; 4: its memory curve
 TILES = (1, 4, 8, 16, 32)
 
 
@@ -467,10 +467,11 @@ class TimingTree:
             raise TreeFormatError(
                 f"{source} is not an fdi_keras timing tree (no 'format': {FORMAT!r} field)."
             )
-        if data.get("format_version") not in (2, FORMAT_VERSION):  # 2: no composition term
+        # 2: no composition term; 3: one bandwidth or a cache step instead of the memory curve
+        if data.get("format_version") not in (2, 3, FORMAT_VERSION):
             raise TreeFormatError(
                 f"{source} has format_version {data.get('format_version')!r}; this fdi_keras "
-                f"reads versions 2 and {FORMAT_VERSION}. Refit it: rerun tools/profile_device.py "
+                f"reads versions 2 to {FORMAT_VERSION}. Refit it: rerun tools/profile_device.py "
                 "with the same --out_dir, which keeps every measured row of profile.jsonl and "
                 "only refits the tree."
             )

@@ -89,7 +89,7 @@ def test_foreign_and_other_version_files(fitted, tmp_path):
     data = fitted[0].to_dict()
     path.write_text(json.dumps({**data, "format_version": 99}))
     with pytest.raises(
-        TreeFormatError, match="format_version 99.*versions 2 and 3.*profile_device"
+        TreeFormatError, match="format_version 99.*versions 2 to 4.*profile_device"
     ):
         TimingTree.load(str(path))
     del data["overhead_us"]
