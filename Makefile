@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT_DIR ?= profiles/this_cpu
-# Configurations per kernel kind: empty for the per-kind defaults (DEFAULT_COUNTS, ~20-23 min).
+# Configurations per kernel kind: empty for the per-kind defaults (DEFAULT_COUNTS, 10-26 min on 2 cores).
 NUM_CONFIGS ?=
 
 $(VENV)/.installed: setup.cfg pyproject.toml

@@ -1,9 +1,10 @@
 """Stock keras.applications and everyday Keras patterns: predicted vs measured, and strip.
 
 For every model (weights=None, small inputs as in tests/graph/test_zoo.py plus larger ones
-where a family is usually deployed): the minimum and the median `fdi_keras.predict_latency`
-predicts with this CPU's tree, each next to the same statistic measured by
-`fdi_keras.export.measure_latency` (LiteRT, XNNPack, 1 thread), and the prediction without
+where a family is usually deployed, and MobileNetV2 and EfficientNetB0 at their stock 224 px):
+the minimum and the median `fdi_keras.predict_latency` predicts with this CPU's tree, each
+next to the same statistic measured by `fdi_keras.export.measure_latency` (LiteRT, XNNPack,
+float32, with the tree's thread count), and the prediction without
 the composition term (the sum of single-kernel times: the ablation); then the same with about
 half of every gate group's channels closed at random and stripped (a thinned variant). None
 of these models, nor any of their layers' exact shapes by design, was used to fit the tree.
@@ -16,7 +17,8 @@ composition's (the model measured whole against its kernels measured alone).
 
     python benchmarks/applications.py --tree=profiles/this_cpu/timing_tree.json   # ~20 min
 
-The tree must hold every kind the zoo needs (`make profile` profiles them).
+The tree must hold every kind the zoo needs (`make profile` profiles them); a tree profiled
+with `--threads=2` is checked against the zoo measured with 2 threads.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ LARGER = {
     "MobileNetV3Small_128": lambda: A.MobileNetV3Small((128, 128, 3), weights=None),
     "EfficientNetB0_128": lambda: A.EfficientNetB0(weights=None, input_shape=(128, 128, 3)),
     "ResNet50_64": lambda: A.ResNet50(weights=None, input_shape=(64, 64, 3)),
+    # What a newcomer tries first: the stock models at their default 224 px.
+    "MobileNetV2_224": lambda: A.MobileNetV2(weights=None),
+    "EfficientNetB0_224": lambda: A.EfficientNetB0(weights=None),
 }
 
 
@@ -75,13 +80,16 @@ def thinned(model, seed=0):
     return strip(gated)
 
 
-def measured(store, key, model):
-    """[first, *again] timings of the model `key` on this CPU: from `store` when this CPU timed
-    it before, else `model` converted, measured FLAGS.rounds times and appended to it."""
-    key = f"{cpu_model()}|{FLAGS.rounds} rounds|{key}"
+def measured(store, key, model, threads=1):
+    """[first, *again] timings of the model `key` on this CPU with `threads` interpreter
+    threads: from `store` when this CPU timed it before, else `model` converted, measured
+    FLAGS.rounds times and appended to it."""
+    key = f"{cpu_model()}|{FLAGS.rounds} rounds|{key}" + (
+        f"|{threads} threads" if threads > 1 else ""
+    )
     if key not in store.done:
         flat = to_tflite(model)
-        timings = [measure_latency([flat])[0] for _ in range(FLAGS.rounds)]
+        timings = [measure_latency([flat], threads=threads)[0] for _ in range(FLAGS.rounds)]
         store.append([{"key": key, "timings": [dataclasses.asdict(t) for t in timings]}])
     row = next(r for r in store.rows if r["key"] == key)
     return [Timing(**t) for t in row["timings"]]
@@ -90,6 +98,12 @@ def measured(store, key, model):
 def main(argv):
     del argv
     tree = TimingTree.load(FLAGS.tree)
+    threads = tree.metadata_.get("threads") or 1  # measured as the tree was profiled
+    if (tree.metadata_.get("dtype") or "float32") != "float32":
+        raise app.UsageError(
+            f"{FLAGS.tree} models {tree.metadata_['dtype']} kernels; this benchmark converts "
+            "and measures the zoo in float32. Pass a float32 tree."
+        )
     ablation = TimingTree.from_dict({**tree.to_dict(), "composition": {}})
     builders = {**ZOO, **LARGER}
     names = FLAGS.models or list(builders)
@@ -102,7 +116,7 @@ def main(argv):
             predicted = predict_latency(model, tree).total_ms
             predicted_median = predict_latency(model, tree, "median").total_ms
             predicted_sum = predict_latency(model, ablation).total_ms
-            first, *again = measured(store, name + variant, model)
+            first, *again = measured(store, name + variant, model, threads)
             error = predicted / first.min_ms - 1
             errors.append(error)
             errors_median.append(predicted_median / first.median_ms - 1)
@@ -129,7 +143,8 @@ def main(argv):
             "## Stock keras.applications and everyday patterns (`benchmarks/applications.py`)",
             "",
             f"{environment()}. Tree: `{FLAGS.tree}`. Every model predicted with the tree and",
-            "measured (LiteRT, XNNPack, 1 thread): the minimum over invokes and the median",
+            f"measured (LiteRT, XNNPack, {threads} thread{'s' if threads > 1 else ''}, as the "
+            "tree was profiled): the minimum over invokes and the median",
             "(with its IQR spread), each against its own prediction; `no composition`: the",
             "minimum predicted as the sum of single-kernel times (the ablation); `thinned`:",
             "about half of every gate group's channels closed at random, then stripped. The",
@@ -164,25 +179,30 @@ def main(argv):
         ]
     )
     if FLAGS.alone:
-        body += "\n\n" + alone_table(tree, builders, store)
+        body += "\n\n" + alone_table(tree, builders, store, threads)
     write_section("applications", body)
     print(body)
 
 
-def alone_table(tree, builders, store) -> str:
-    """Each of FLAGS.alone's models against its kernels timed alone (see the docstring)."""
-    out_dir = os.path.join(os.path.dirname(FLAGS.measurements), "alone")
+def alone_table(tree, builders, store, threads) -> str:
+    """Each of FLAGS.alone's models against its kernels timed alone (see the docstring), with
+    `threads` interpreter threads."""
+    folder = "alone" if threads == 1 else f"alone_{threads}_threads"  # a store holds one setup
+    out_dir = os.path.join(os.path.dirname(FLAGS.measurements), folder)
     models = {}
     for name in FLAGS.alone:
         base = builders[name.removesuffix(" thinned")]()
         models[name] = thinned(base) if name.endswith(" thinned") else base
-    specs = {name: [k.spec for k in model_kernels(m)] for name, m in models.items()}
+    specs = {
+        name: [dataclasses.replace(k.spec, threads=threads) for k in model_kernels(m)]
+        for name, m in models.items()
+    }
     unique = {s.key(): s for ss in specs.values() for s in ss}
     run_profile([LocalRunner()], list(unique.values()), out_dir)
     alone = {r["key"]: r["time_us"] for r in read_rows(os.path.join(out_dir, "profile.jsonl"))}
     rows = []
     for name, ss in specs.items():
-        whole = measured(store, name, models[name])[0].min_us
+        whole = measured(store, name, models[name], threads)[0].min_us
         kernels_alone = sum(alone[s.key()] for s in ss)
         trees = sum(tree.predict_one(s) for s in ss)
         rows.append(
