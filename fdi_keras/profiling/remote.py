@@ -248,6 +248,9 @@ class AdbRunner:
             *self.extra_args,
         ]
 
+    def host_cores(self, threads: int) -> int:
+        return 0  # the timing runs on the device, not on this machine
+
     def describe(self) -> dict:
         """Backend, phone model and SoC, Android version, and the binary's version if printed."""
         if self._description is None:
@@ -415,6 +418,9 @@ class SshRunner:
 
     def _agent(self, *args: str) -> list[str]:
         return self._ssh([self.python, f"{self.remote_dir}/agent.py", *args])
+
+    def host_cores(self, threads: int) -> int:
+        return 0  # the timing runs on the device, not on this machine
 
     def describe(self) -> dict:
         """Backend, board model and runtime versions, as reported by the agent on the board."""

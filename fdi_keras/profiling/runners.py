@@ -27,6 +27,11 @@ class Runner(Protocol):
 
     def describe(self) -> dict: ...
 
+    def host_cores(self, threads: int) -> int:
+        """Cores of this machine that timing with `threads` threads occupies (0 for another
+        device): when they leave none free, the profiler converts no model while it times."""
+        ...
+
     def time(self, models: list[bytes], threads: int) -> list[Timing]: ...
 
 
@@ -55,6 +60,9 @@ class LocalRunner:
             "device": f"{platform.node()} ({cpu_model()})",
             "runtime": f"ai_edge_litert {ai_edge_litert.__version__}",
         }
+
+    def host_cores(self, threads: int) -> int:
+        return threads
 
     def time(self, models: list[bytes], threads: int) -> list[Timing]:
         return time_models(models, threads, **self.protocol)

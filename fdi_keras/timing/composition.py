@@ -103,10 +103,16 @@ def _relative_fit(residuals, start, lower):
     return least_squares(residuals, start, bounds=(lower, np.inf), loss="soft_l1", f_scale=0.05).x
 
 
-def _fit_linear(x, memory, y, lower) -> np.ndarray:
-    """Coefficients of at least `lower` for `x @ w + memory` against `y`."""
+def _column_scale(x) -> np.ndarray:
+    """Each design column's largest magnitude (1 for an all-zero one): the solver's units."""
     scale = np.abs(x).max(axis=0)
     scale[scale == 0] = 1.0
+    return scale
+
+
+def _fit_linear(x, memory, y, lower) -> np.ndarray:
+    """Coefficients of at least `lower` for `x @ w + memory` against `y`."""
+    scale = _column_scale(x)
     a = x / scale / y[:, None]
     target = 1.0 - memory / y
     start = np.array([0.0, 1.0, 0.0, 0.0]) * scale
@@ -120,24 +126,20 @@ def _fit_curve(design, rows, y, lower):
     bandwidth of the grid first, then every coefficient and the curve from there (the time
     per byte made non-decreasing in size by fitting its non-negative increments)."""
     x, sizes = design.x[rows], design.model_bytes[rows]
-
-    def error(w, per_byte):
-        m = design.memory(rows, np.full(len(rows), per_byte))
-        return np.mean(np.abs((x @ w + m) / y - 1))
-
     best = None
     for b in BANDWIDTHS_GBPS:
         per_byte = float(us_per_byte_of(b))
         m = design.memory(rows, np.full(len(rows), per_byte))
         w = _fit_linear(x, m, y, lower)
-        e = error(w, per_byte)
-        if best is None or e < best[0]:
-            best = (e, w, per_byte)
+        error = np.mean(np.abs((x @ w + m) / y - 1))
+        if best is None or error < best[0]:
+            best = (error, w, per_byte)
     _, w, per_byte = best
     knots = len(CURVE_MB)
-    scale = np.abs(x).max(axis=0)
-    scale[scale == 0] = 1.0
-    unit = max(per_byte, float(us_per_byte_of(100.0)))  # increments in units of 100 GB/s
+    scale = _column_scale(x)
+    # The curve's steps in units of the start's time per byte (at least 100 GB/s's), so that
+    # every parameter the solver sees is of order 1.
+    unit = max(per_byte, float(us_per_byte_of(100.0)))
 
     def unpack(p):
         return p[:4] / scale, np.cumsum(p[4:]) * unit
@@ -153,6 +155,7 @@ def _fit_curve(design, rows, y, lower):
     if np.mean(np.abs(residuals(p))) > np.mean(np.abs(residuals(start))):
         return w, np.full(knots, per_byte)  # the solver did not improve on its start
     w_curve[np.abs(w_curve * scale) < 1e-6] = 0.0
+    curve[curve < float(us_per_byte_of(1e4))] = 0.0  # above 10 TB/s: round-off, no term
     return w_curve, curve
 
 

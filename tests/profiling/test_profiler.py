@@ -237,3 +237,44 @@ def test_a_killed_run_resumes_without_losing_or_duplicating_rows(tmp_path):
     keys = [r["key"] for r in read_rows(path)]
     assert len(keys) == len(set(keys)) == 40
     assert set(keys) == {s.key() for s in sample_configs("dense", 40)}
+
+
+def _converting(pid) -> bool:
+    """Whether process `pid` is on a CPU (Linux /proc state R)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "R"
+    except OSError:
+        return False
+
+
+class WatchingRunner(LocalRunner):
+    """Times like LocalRunner, after sampling for 0.2 s whether a converter process runs."""
+
+    def __init__(self, cores):
+        super().__init__(**QUICK)
+        self.cores, self.converting = cores, []
+
+    def host_cores(self, threads):
+        return self.cores
+
+    def time(self, models, threads):
+        import multiprocessing
+
+        for _ in range(20):
+            children = multiprocessing.active_children()
+            self.converting.append(any(_converting(p.pid) for p in children))
+            time.sleep(0.01)
+        return super().time(models, threads)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads Linux /proc")
+def test_no_model_converts_while_the_timing_takes_every_core(tmp_path):
+    specs = sample_configs("conv2d", 12, seed=3)
+    parallel = WatchingRunner(cores=0)  # a device elsewhere: convert ahead
+    run_profile([parallel], specs, str(tmp_path / "a"), batch_size=4, progress=False)
+    every = WatchingRunner(cores=os.cpu_count())
+    run_profile([every], specs, str(tmp_path / "b"), batch_size=4, progress=False)
+    assert any(parallel.converting)  # the watch sees a conversion when there is one
+    assert not any(every.converting)
+    check_one_row_per_config(str(tmp_path / "b"), specs)
