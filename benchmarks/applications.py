@@ -140,7 +140,8 @@ def main(argv):
     errors, errors_median, errors_sum = map(np.abs, (errors, errors_median, errors_sum))
     body = "\n".join(
         [
-            "## Stock keras.applications and everyday patterns (`benchmarks/applications.py`)",
+            "## Stock keras.applications and everyday patterns (`benchmarks/applications.py`)"
+            + ("" if threads == 1 else f", {threads} threads"),
             "",
             f"{environment()}. Tree: `{FLAGS.tree}`. Every model predicted with the tree and",
             f"measured (LiteRT, XNNPack, {threads} thread{'s' if threads > 1 else ''}, as the "
@@ -180,7 +181,7 @@ def main(argv):
     )
     if FLAGS.alone:
         body += "\n\n" + alone_table(tree, builders, store, threads)
-    write_section("applications", body)
+    write_section("applications" + ("" if threads == 1 else f"_{threads}_threads"), body)
     print(body)
 
 
