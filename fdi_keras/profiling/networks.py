@@ -38,8 +38,10 @@ from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
 # Stored in every network spec: editing the generator must bump it, so that a seed always
 # means the network that was timed. Every version listed still draws what it drew.
-GENERATOR_VERSIONS = tuple(v for v in KINDS[NETWORK][1]["generator"] if v != CHAIN_VERSION)
-GENERATOR_VERSION = GENERATOR_VERSIONS[-1]  # oldest first
+GENERATOR_VERSIONS = tuple(  # of random networks, oldest first (chains are drawn apart)
+    v for v in KINDS[NETWORK][1]["generator"] if v != CHAIN_VERSION
+)
+GENERATOR_VERSION = GENERATOR_VERSIONS[-1]
 MAX_MACS = 1.2e9
 MAX_PARAMS = {"v1": 10e6, "v2": 40e6, "v3": 40e6}  # 40 MB / 160 MB of float32 weights
 WIDE_SHARE = 0.4  # v2 on: the share of weight-bound networks
@@ -204,20 +206,15 @@ def _version(spec: LayerSpec) -> str:
 
 
 def network_specs(
-    count: int, first_seed: int = 0, dtype: str = "float32", threads: int = 1
+    count: int,
+    first_seed: int = 0,
+    dtype: str = "float32",
+    threads: int = 1,
+    generator: str = GENERATOR_VERSION,
 ) -> list[LayerSpec]:
-    """`count` network configurations, seeds from `first_seed` on (a prefix property holds)."""
+    """`count` network configurations of `generator` (CHAIN_VERSION for chains), seeds from
+    `first_seed` on (a prefix property holds)."""
     return [
-        LayerSpec("network", {"seed": s}, {"generator": GENERATOR_VERSION}, dtype, threads)
-        for s in range(first_seed, first_seed + count)
-    ]
-
-
-def chain_specs(
-    count: int, first_seed: int = 0, dtype: str = "float32", threads: int = 1
-) -> list[LayerSpec]:
-    """`count` chains (`fdi_keras.profiling.chains`), seeds from `first_seed` on."""
-    return [
-        LayerSpec("network", {"seed": s}, {"generator": CHAIN_VERSION}, dtype, threads)
+        LayerSpec("network", {"seed": s}, {"generator": generator}, dtype, threads)
         for s in range(first_seed, first_seed + count)
     ]

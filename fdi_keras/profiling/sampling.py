@@ -35,8 +35,8 @@ import zlib
 import numpy as np
 
 from fdi_keras.features import compute_features
-from fdi_keras.profiling.chains import CHAIN_SHARE
-from fdi_keras.profiling.networks import chain_specs, network_specs
+from fdi_keras.profiling.chains import CHAIN_SHARE, CHAIN_VERSION
+from fdi_keras.profiling.networks import network_specs
 from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
 # Configurations per kind of a default profile (20-23 minutes on a 2-core x86 VM): more
@@ -236,8 +236,8 @@ def sample_configs(
     and the first CHAIN_SHARE as many chains (`fdi_keras.profiling.chains`)."""
     if kind == NETWORK:
         chains = int(round(CHAIN_SHARE * num_configs))
-        return network_specs(num_configs, seed, dtype, threads) + chain_specs(
-            chains, seed, dtype, threads
+        return network_specs(num_configs, seed, dtype, threads) + network_specs(
+            chains, seed, dtype, threads, CHAIN_VERSION
         )
     rng = _Draws([seed, zlib.crc32(kind.encode())], p_round=0.5)
     return _draw(kind, num_configs, rng, True, dtype, threads)

@@ -8,10 +8,14 @@ from fdi_keras.features import compute_features
 from fdi_keras.profiling import sample_all
 from fdi_keras.profiling.build import build_kernel_model
 from fdi_keras.profiling.chains import CHAIN_SHARE, CHAIN_VERSION, MAX_WEIGHT_BYTES, draw_chain
-from fdi_keras.profiling.networks import chain_specs, network_kernels, profiled_kernels
+from fdi_keras.profiling.networks import network_kernels, network_specs, profiled_kernels
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from tflite_ops import runtime_kinds  # noqa: E402
+
+
+def chain_specs(count, first_seed=0):
+    return network_specs(count, first_seed, generator=CHAIN_VERSION)
 
 
 def weights_mb(spec):

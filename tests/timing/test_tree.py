@@ -88,9 +88,7 @@ def test_foreign_and_other_version_files(fitted, tmp_path):
         TimingTree.load(str(path))
     data = fitted[0].to_dict()
     path.write_text(json.dumps({**data, "format_version": 99}))
-    with pytest.raises(
-        TreeFormatError, match="format_version 99.*versions 2 to 4.*profile_device"
-    ):
+    with pytest.raises(TreeFormatError, match="format_version 99.*versions 2 to 4.*profile_device"):
         TimingTree.load(str(path))
     del data["overhead_us"]
     path.write_text(json.dumps(data))
@@ -134,8 +132,7 @@ def test_a_leaf_s_fixed_cost_is_at_most_the_kind_s_fastest_time(fitted):
 
     rng = np.random.default_rng(3)
     specs = [
-        LayerSpec("dense", dict(m=1, cin=int(c), cout=int(c)))
-        for c in rng.integers(256, 1024, 120)
+        LayerSpec("dense", dict(m=1, cin=int(c), cout=int(c))) for c in rng.integers(256, 1024, 120)
     ]
     x = design_matrix([compute_features(s) for s in specs])
     y = 60.0 + 1e-5 * x[:, 1]  # column 1: FLOPs
