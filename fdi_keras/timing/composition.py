@@ -7,8 +7,8 @@ model's weights: while they fit a cache level they come from it, beyond it from 
 level or from memory, and a kernel with many weights and little arithmetic (a 3x3
 convolution on a few pixels late in ResNet50, a classifier head) waits for them. On one 2-core
 Xeon VM (2 MB of L2 per core) chains of one kernel repeated (`fdi_keras.profiling.chains`)
-read their weights at about 250 GB/s in models of a quarter megabyte, 60 GB/s at 2 MB,
-30 GB/s from 4 to 32 MB and 11-25 GB/s beyond 64 MB; ResNet50 at 32 px runs 1.5x the sum of
+read their weights at 50-130 GB/s in chains of up to 2 MB of weights, about 30 GB/s at 7-27 MB
+and 11-25 GB/s beyond 100 MB; ResNet50 at 32 px runs 1.5x the sum of
 its kernels timed alone, EfficientNetB0 2.1x, MobileNetV2 (1.6 MB of weights) 0.84x (a
 kernel alone also pays an invoke's fixed cost). The correction is a roofline per kernel, so
 a report still says where the time goes: inside a model of W bytes of weights, kernel k takes
@@ -233,13 +233,17 @@ class Composition:
         decide which bandwidth its weights are read at), given its single-kernel time."""
         linear = float(kernel_terms(single_us, spec)[1:] @ self.weights()[1:])
         weight_bytes = compute_features(spec)["param_bytes"]
-        per_byte = us_per_byte_of(self.bandwidth_for(model_weight_bytes))
+        per_byte = self.us_per_byte(model_weight_bytes)
         return max(0.0, linear) + float(memory_excess(single_us, weight_bytes, per_byte))
 
+    def us_per_byte(self, model_weight_bytes: float) -> float:
+        """Microseconds per byte at which a model with `model_weight_bytes` of weights reads
+        them (the memory curve; 0: no memory term)."""
+        return float(_curve_at(self.curve_mb, us_per_byte_of(self.curve_gbps), model_weight_bytes))
+
     def bandwidth_for(self, model_weight_bytes: float) -> float:
-        """GB/s at which a model with `model_weight_bytes` of weights reads them (the memory
-        curve; infinite: no memory term)."""
-        per_byte = _curve_at(self.curve_mb, us_per_byte_of(self.curve_gbps), model_weight_bytes)
+        """`us_per_byte` as GB/s (infinite: no memory term)."""
+        per_byte = self.us_per_byte(model_weight_bytes)
         return float(np.inf if per_byte <= 0 else 1.0 / (per_byte * 1e3))
 
     def weights(self) -> np.ndarray:
