@@ -13,8 +13,8 @@ weights and as many output channels as input channels, so that between two invok
 copy the others read `copies - 1` times its weights. Its copies' kernel is profiled alone too,
 so the chain's time over `copies` times the kernel's is the slow-down of that kernel once
 the model's weights total the chain's; drawn over 0.25-160 MB of weights in all (and 2-48
-copies), chains trace each cache level's cliff for the composition term's grid of cache
-sizes and bandwidths (`fdi_keras.timing.composition`). A chain is a `network` spec whose
+copies), chains trace each cache level's cliff for the composition term's memory curve
+(`fdi_keras.timing.composition`). A chain is a `network` spec whose
 generator is CHAIN_VERSION; its seed means one chain forever (a new draw needs a new version).
 """
 
