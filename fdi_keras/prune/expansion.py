@@ -134,8 +134,10 @@ def prune_to_target(
     every group keeps the same fraction of its alive channels (at least its `width_floor`),
     those with the highest gate logits, the largest fraction (bisection) predicted within
     the target. Uniform, because after a short gated training the logits rank channels
-    within a layer better than they compare layers; expansion and `revive_to_target` then
-    move each layer along the tree's staircase. Returns {root: (old, new width)}."""
+    within a layer better than they compare layers (gates pushed to decide alone cut a
+    residual net's streams, its costliest channels, to the floor: docs/pruning.md); expansion
+    and `revive_to_target` then move each layer along the tree's staircase. Returns
+    {root: (old, new width)}."""
     kernels, members = channel_dependencies(model)
     widths = {root: int(group[0].alive.numpy().sum()) for root, group in members.items()}
     floor = {root: width_floor(group, min_width_fraction) for root, group in members.items()}
