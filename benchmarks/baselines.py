@@ -92,12 +92,19 @@ class ChannelChooser:
     `predicted_ms(widths)` is the tree's latency of the model with each group at its width,
     read from the kernels' channel dependencies (no model is rebuilt); `stripped(widths)` is
     the plain model keeping each group's top channels.
+
+    No group goes below its floor (`width_floor`: a tenth of its channels), counted on
+    `original` ({layer name: channels}, the `channels` of the chooser of the model pruning
+    started from) when given: a gradual method choosing again on an already pruned model
+    keeps the first model's floor instead of a tenth of a tenth (the knapsack's third round
+    once left ResNet-20 layers of one channel).
     """
 
-    def __init__(self, model: keras.Model, tree, data=None):
+    def __init__(self, model: keras.Model, tree, data=None, original=None):
         self.gated = latency_aware(model)
         self.tree = tree
         self.groups = gate_groups(self.gated)
+        self.channels = {w.layer.name: w.channels for ws in self.groups.values() for w in ws}
         self.kernels, _ = channel_dependencies(self.gated)
         taylor = taylor_importance(self.gated, *data) if data is not None else None
         self.importance = {}
@@ -109,7 +116,10 @@ class ChannelChooser:
                 self.importance[root] = sum(n / max(n.mean(), 1e-12) for n in norms)
         self.order = {root: np.argsort(-imp) for root, imp in self.importance.items()}
         self.full = {root: len(imp) for root, imp in self.importance.items()}
-        self.floor = {root: width_floor(ws) for root, ws in self.groups.items()}
+        self.floor = {
+            root: width_floor(ws, channels=(original or {}).get(ws[0].layer.name))
+            for root, ws in self.groups.items()
+        }
 
     def predicted_ms(self, widths: dict[str, int]) -> float:
         return predicted_us(self.tree, self.kernels, widths) / 1000
@@ -191,9 +201,10 @@ def knapsack(
     steps = max(1, min(steps, epochs))
     start = predict_latency(teacher, tree).total_ms
     shares = np.diff(np.round(np.linspace(0, epochs, steps + 1))).astype(int)
-    model = teacher
+    model, original = teacher, None
     for k, share in enumerate(shares, 1):
-        chooser = ChannelChooser(model, tree, data=(x, y))
+        chooser = ChannelChooser(model, tree, data=(x, y), original=original)
+        original = original or chooser.channels  # every round keeps the teacher's floors
         budget = start * (target_ms / start) ** (k / steps)
         small = chooser.stripped(chooser.knapsack_to(budget))
         model = _train(small, x, y, share, batch_size, teacher if distill else None)

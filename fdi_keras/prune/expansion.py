@@ -23,11 +23,15 @@ from fdi_keras.timing.tree import TimingTree
 MIN_WIDTH_FRACTION = 0.1
 
 
-def width_floor(group, min_width_fraction: float = MIN_WIDTH_FRACTION) -> int:
+def width_floor(
+    group, min_width_fraction: float = MIN_WIDTH_FRACTION, channels: int | None = None
+) -> int:
     """The fewest alive channels a gate group (its wrappers) may keep: `min_width_fraction` of
-    its original channels, and at least each wrapper's `min_channels`."""
-    fraction = int(np.ceil(min_width_fraction * group[0].channels))
-    return max(fraction, *(w.min_channels for w in group))
+    its original channels, and at least each wrapper's `min_channels`. `channels`: what
+    "original" counts when the group's layers are themselves a pruned model's (a floor above
+    the channels the group has is lowered to them)."""
+    fraction = int(np.ceil(min_width_fraction * (channels or group[0].channels)))
+    return min(group[0].channels, max(fraction, *(w.min_channels for w in group)))
 
 
 def group_time(
