@@ -137,18 +137,21 @@ class ChannelChooser:
 
     def knapsack_to(self, target_ms: float, block: float = 1 / 16) -> dict[str, int]:
         """Greedy latency-saliency knapsack: removes, one at a time, the block of a group's
-        least important channels (a `block` fraction of its width) whose lost importance per
-        predicted millisecond saved is smallest, until the prediction is within target_ms."""
+        least important channels whose lost importance per predicted millisecond saved is
+        smallest, until the prediction is within target_ms. A group's block is the fewest
+        `block` fractions of its width that save time: on a stair's flat, one fraction saves
+        nothing, and a knapsack that looked no further stopped there (as HALP reads every
+        width of a layer from its latency table)."""
         widths = dict(self.full)
         current = self.predicted_ms(widths)
         while current > target_ms:
             best = None
             for root in widths:
                 step = max(1, int(round(block * self.full[root])))
-                width = max(self.floor[root], widths[root] - step)
-                if width == widths[root]:
-                    continue
-                saved = current - self.predicted_ms({**widths, root: width})
+                width, saved = widths[root], 0.0
+                while saved <= 0 and width > self.floor[root]:
+                    width = max(self.floor[root], width - step)
+                    saved = current - self.predicted_ms({**widths, root: width})
                 if saved <= 0:
                     continue
                 removed = self.order[root][width : widths[root]]

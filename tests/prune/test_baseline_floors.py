@@ -28,3 +28,20 @@ def test_a_gradual_knapsack_keeps_the_teachers_floors_in_every_round(staircase_t
     assert list(again.knapsack_to(unreachable).values()) == FLOORS
     alone = ChannelChooser(pruned, staircase_tree)  # without the teacher's widths
     assert list(alone.knapsack_to(unreachable).values()) == [1, 1, 1]
+
+
+class StairChooser(ChannelChooser):
+    """A device whose time is exactly flat within every 16 channels."""
+
+    def predicted_ms(self, widths):
+        return sum(-(-w // 16) * 16 for w in widths.values()) / 1000
+
+
+def test_the_knapsack_steps_over_a_stairs_flat_to_reach_its_target(staircase_tree):
+    """Removing a sixteenth of a layer saves nothing on a flat stair; the knapsack looks
+    further down each layer instead of stopping there."""
+    chooser = StairChooser(lenet((16, 48, 64)), staircase_tree)
+    target = chooser.predicted_ms(chooser.full) - 0.016  # one stair less
+    widths = chooser.knapsack_to(target)
+    assert chooser.predicted_ms(widths) <= target
+    assert all(w >= f for w, f in zip(widths.values(), chooser.floor.values()))
