@@ -18,7 +18,10 @@ composition's (the model measured whole against its kernels measured alone).
     python benchmarks/applications.py --tree=profiles/this_cpu/timing_tree.json   # ~20 min
 
 The tree must hold every kind the zoo needs (`make profile` profiles them); a tree profiled
-with `--threads=2` is checked against the zoo measured with 2 threads.
+with `--threads=2` is checked against the zoo measured with 2 threads, an int8 tree
+(`--dtype=int8`) against the zoo converted with full-integer post-training quantization (float
+input and output, as `to_tflite(quantize="int8")` gives a user), without the recurrent models,
+which TensorFlow's int8 calibrator cannot convert.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from zoo import ZOO, close_random_channels  # noqa: E402
 
 from benchmarks.common import environment, table, write_section  # noqa: E402
 from fdi_keras import TimingTree, latency_aware, predict_latency, strip  # noqa: E402
+from fdi_keras.errors import UnsupportedLayerError  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
 from fdi_keras.features import weight_bytes  # noqa: E402
 from fdi_keras.kernels import model_kernels  # noqa: E402
@@ -80,15 +84,21 @@ def thinned(model, seed=0):
     return strip(gated)
 
 
-def measured(store, key, model, threads=1):
+# The tree's kernel dtype -> how the zoo is converted to run in it.
+QUANTIZE = {"float32": None, "float16": "float16", "int8": "int8"}
+
+
+def measured(store, key, model, threads=1, dtype="float32"):
     """[first, *again] timings of the model `key` on this CPU with `threads` interpreter
-    threads: from `store` when this CPU timed it before, else `model` converted, measured
-    FLAGS.rounds times and appended to it."""
-    key = f"{cpu_model()}|{FLAGS.rounds} rounds|{key}" + (
-        f"|{threads} threads" if threads > 1 else ""
+    threads, converted for `dtype` kernels: from `store` when this CPU timed it before, else
+    `model` converted, measured FLAGS.rounds times and appended to it."""
+    key = (
+        f"{cpu_model()}|{FLAGS.rounds} rounds|{key}"
+        + (f"|{threads} threads" if threads > 1 else "")
+        + ("" if dtype == "float32" else f"|{dtype}")
     )
     if key not in store.done:
-        flat = to_tflite(model)
+        flat = to_tflite(model, quantize=QUANTIZE[dtype])
         timings = [measure_latency([flat], threads=threads)[0] for _ in range(FLAGS.rounds)]
         store.append([{"key": key, "timings": [dataclasses.asdict(t) for t in timings]}])
     row = next(r for r in store.rows if r["key"] == key)
@@ -99,24 +109,28 @@ def main(argv):
     del argv
     tree = TimingTree.load(FLAGS.tree)
     threads = tree.metadata_.get("threads") or 1  # measured as the tree was profiled
-    if (tree.metadata_.get("dtype") or "float32") != "float32":
-        raise app.UsageError(
-            f"{FLAGS.tree} models {tree.metadata_['dtype']} kernels; this benchmark converts "
-            "and measures the zoo in float32. Pass a float32 tree."
-        )
+    dtype = tree.metadata_.get("dtype") or "float32"
     ablation = TimingTree.from_dict({**tree.to_dict(), "composition": {}})
     builders = {**ZOO, **LARGER}
     names = FLAGS.models or list(builders)
     os.makedirs(os.path.dirname(FLAGS.measurements), exist_ok=True)
     store = ProfileStore(FLAGS.measurements)
     rows, errors, errors_median, errors_sum, floor, floor_median = [], [], [], [], [], []
+    skipped = {}
     for name in tqdm(names, desc="zoo"):
         base = builders[name]()
         for variant, model in (("", base), (" thinned", thinned(base))):
+            try:
+                first, *again = measured(store, name + variant, model, threads, dtype)
+            except Exception as e:  # noqa: BLE001 - int8: listed with the reason, not fatal
+                if dtype == "float32":
+                    raise
+                reason = str(e).split(":")[0] if isinstance(e, UnsupportedLayerError) else e
+                skipped[name + variant] = f"{reason}"[:160]
+                break
             predicted = predict_latency(model, tree).total_ms
             predicted_median = predict_latency(model, tree, "median").total_ms
             predicted_sum = predict_latency(model, ablation).total_ms
-            first, *again = measured(store, name + variant, model, threads)
             error = predicted / first.min_ms - 1
             errors.append(error)
             errors_median.append(predicted_median / first.median_ms - 1)
@@ -141,11 +155,12 @@ def main(argv):
     body = "\n".join(
         [
             "## Stock keras.applications and everyday patterns (`benchmarks/applications.py`)"
-            + ("" if threads == 1 else f", {threads} threads"),
+            + ("" if threads == 1 else f", {threads} threads")
+            + ("" if dtype == "float32" else f", {dtype}"),
             "",
             f"{environment()}. Tree: `{FLAGS.tree}`. Every model predicted with the tree and",
-            f"measured (LiteRT, XNNPack, {threads} thread{'s' if threads > 1 else ''}, as the "
-            "tree was profiled): the minimum over invokes and the median",
+            f"measured (LiteRT, XNNPack, {dtype}, {threads} thread{'s' if threads > 1 else ''}, "
+            "as the tree was profiled): the minimum over invokes and the median",
             "(with its IQR spread), each against its own prediction; `no composition`: the",
             "minimum predicted as the sum of single-kernel times (the ablation); `thinned`:",
             "about half of every gate group's channels closed at random, then stripped. The",
@@ -178,24 +193,36 @@ def main(argv):
             f"{100 * np.max(floor):.1f}%), median median {100 * np.median(floor_median):.1f}% "
             f"(max {100 * np.max(floor_median):.1f}%).",
         ]
+        + (
+            [
+                "",
+                f"Not converted to {dtype}: "
+                + "; ".join(f"{name} ({why})" for name, why in skipped.items())
+                + ".",
+            ]
+            if skipped
+            else []
+        )
     )
     if FLAGS.alone:
-        body += "\n\n" + alone_table(tree, builders, store, threads)
-    write_section("applications" + ("" if threads == 1 else f"_{threads}_threads"), body)
+        body += "\n\n" + alone_table(tree, builders, store, threads, dtype)
+    section = "applications" + ("" if threads == 1 else f"_{threads}_threads")
+    write_section(section + ("" if dtype == "float32" else f"_{dtype}"), body)
     print(body)
 
 
-def alone_table(tree, builders, store, threads) -> str:
+def alone_table(tree, builders, store, threads, dtype) -> str:
     """Each of FLAGS.alone's models against its kernels timed alone (see the docstring), with
-    `threads` interpreter threads."""
-    folder = "alone" if threads == 1 else f"alone_{threads}_threads"  # a store holds one setup
+    `threads` interpreter threads and `dtype` kernels."""
+    folder = "alone" + ("" if threads == 1 else f"_{threads}_threads")  # one setup per store
+    folder += "" if dtype == "float32" else f"_{dtype}"
     out_dir = os.path.join(os.path.dirname(FLAGS.measurements), folder)
     models = {}
     for name in FLAGS.alone:
         base = builders[name.removesuffix(" thinned")]()
         models[name] = thinned(base) if name.endswith(" thinned") else base
     specs = {
-        name: [dataclasses.replace(k.spec, threads=threads) for k in model_kernels(m)]
+        name: [dataclasses.replace(k.spec, threads=threads, dtype=dtype) for k in model_kernels(m)]
         for name, m in models.items()
     }
     unique = {s.key(): s for ss in specs.values() for s in ss}
@@ -203,7 +230,7 @@ def alone_table(tree, builders, store, threads) -> str:
     alone = {r["key"]: r["time_us"] for r in read_rows(os.path.join(out_dir, "profile.jsonl"))}
     rows = []
     for name, ss in specs.items():
-        whole = measured(store, name, models[name], threads)[0].min_us
+        whole = measured(store, name, models[name], threads, dtype)[0].min_us
         kernels_alone = sum(alone[s.key()] for s in ss)
         trees = sum(tree.predict_one(s) for s in ss)
         rows.append(

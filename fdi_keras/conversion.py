@@ -13,6 +13,7 @@ from fdi_keras.errors import UnsupportedLayerError
 from fdi_keras.graph import trace
 
 QUANTIZE_MODES = (None, "float16", "int8")
+IO_DTYPES = ("float32", "int8")
 
 
 def with_batch_one(model: keras.Model) -> keras.Model:
@@ -66,6 +67,7 @@ def to_tflite(
     path: str | None = None,
     quantize: str | None = None,
     representative_data: Iterable | None = None,
+    io_dtype: str = "float32",
 ) -> bytes:
     """Converts a Keras model to a batch-1 TFLite flatbuffer; writes it to `path` if given.
 
@@ -76,6 +78,10 @@ def to_tflite(
             quantization with float input/output).
         representative_data: input samples (without batch axis) for int8 calibration; random
             normal inputs when omitted, which is fine for timing but not for accuracy.
+        io_dtype: "float32" (default) or, with quantize="int8", "int8": the model takes and
+            returns int8 tensors, without the QUANTIZE and DEQUANTIZE kernels at its ends (what
+            a layer inside an int8 model exchanges with its neighbours; the profiler times
+            int8 kernels so).
 
     Returns:
         The TFLite flatbuffer.
@@ -83,6 +89,11 @@ def to_tflite(
     if quantize not in QUANTIZE_MODES:
         raise ValueError(
             f"quantize must be one of {QUANTIZE_MODES}. Received: quantize={quantize!r}"
+        )
+    if io_dtype not in IO_DTYPES or (io_dtype != "float32" and quantize != "int8"):
+        raise ValueError(
+            f"io_dtype must be one of {IO_DTYPES}, and 'int8' needs quantize='int8'. "
+            f"Received: io_dtype={io_dtype!r}, quantize={quantize!r}"
         )
     if quantize == "int8":
         _refuse_recurrent_int8(model)
@@ -95,6 +106,8 @@ def to_tflite(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = _representative(model, representative_data)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_dtype == "int8":
+            converter.inference_input_type = converter.inference_output_type = tf.int8
     flatbuffer = converter.convert()
     if path is not None:
         atomic_write_bytes(path, flatbuffer)

@@ -35,7 +35,9 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def convert_spec(spec: LayerSpec) -> bytes:
-    """The TFLite flatbuffer of `spec`'s single-kernel model, in the spec's dtype."""
+    """The TFLite flatbuffer of `spec`'s single-kernel model, in the spec's dtype. An int8
+    kernel takes and returns int8 tensors: with float ones, a QUANTIZE and a DEQUANTIZE kernel
+    would be timed with it, which a layer inside an int8 model never runs."""
     import keras
 
     from fdi_keras.conversion import to_tflite
@@ -44,7 +46,9 @@ def convert_spec(spec: LayerSpec) -> bytes:
     keras.utils.clear_session(free_memory=False)
     # The converter prints its traced signature to stdout; keep the tools' output readable.
     with contextlib.redirect_stdout(io.StringIO()):
-        return to_tflite(build_kernel_model(spec), quantize=_QUANTIZE[spec.dtype])
+        quantize = _QUANTIZE[spec.dtype]
+        io_dtype = "int8" if quantize == "int8" else "float32"
+        return to_tflite(build_kernel_model(spec), quantize=quantize, io_dtype=io_dtype)
 
 
 def convert_batch(spec_dicts: list[dict]) -> list[tuple[bytes | None, str | None]]:
