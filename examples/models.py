@@ -148,8 +148,18 @@ def resnet20(input_shape=(32, 32, 3), widths=(16, 32, 64), blocks=3, classes=10)
     return keras.Model(x, L.Dense(classes, activation="softmax")(h), name="resnet20")
 
 
-def mobilenet_v2_cifar(alpha=0.35, classes=10) -> keras.Model:
-    """keras.applications.MobileNetV2 at CIFAR-10's 32x32 input, width `alpha`, untrained."""
-    return keras.applications.MobileNetV2(
+def mobilenet_v2_cifar(alpha=0.35, classes=10, bn_momentum=0.9) -> keras.Model:
+    """keras.applications.MobileNetV2 at CIFAR-10's 32x32 input, width `alpha`, untrained.
+
+    The stock batch normalization momentum, 0.999, suits ImageNet's 20,000 steps an epoch; in
+    a few thousand steps its moving statistics still remember their initial values and the
+    trained model predicts one class at inference (10.2% after 4 epochs of 20,000 images while
+    its training-mode accuracy was 33%; 31% at inference with 0.9)."""
+    stock = keras.applications.MobileNetV2(
         (32, 32, 3), alpha=alpha, weights=None, classes=classes, name=f"mobilenetv2_{alpha:g}"
     )
+    config = stock.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "BatchNormalization":
+            layer["config"]["momentum"] = bn_momentum
+    return keras.Model.from_config(config)
