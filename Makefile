@@ -6,6 +6,14 @@ PY := $(VENV)/bin/python
 OUT_DIR ?= profiles/this_cpu
 # Configurations per kernel kind: empty for the per-kind defaults (DEFAULT_COUNTS, 10-26 min on 2 cores).
 NUM_CONFIGS ?=
+# Kernel numeric type: float32, or int8 (full-integer post-training quantization, what phones
+# run; e.g. `make profile DTYPE=int8 OUT_DIR=profiles/this_cpu_int8`). int8 has no GRU/LSTM:
+# TensorFlow's int8 calibrator cannot convert them.
+DTYPE ?= float32
+RECURRENT_KINDS := gru,lstm,
+ifeq ($(DTYPE),int8)
+RECURRENT_KINDS :=
+endif
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +28,8 @@ run: profile  ## the main job: profile this CPU, then compress LeNet-5 on MNIST 
 
 profile: $(VENV)/.installed  ## profile this CPU, fit its timing tree, print the report
 	$(PY) tools/profile_device.py --backend=local \
-		--kinds=conv2d,depthwise_conv2d,dense,pool2d,global_pool,add,softmax,activation,concat,pad,gru,lstm,network \
-		$(if $(NUM_CONFIGS),--num_configs=$(NUM_CONFIGS)) --threads=1 --out_dir=$(OUT_DIR)
+		--kinds=conv2d,depthwise_conv2d,dense,pool2d,global_pool,add,softmax,activation,concat,pad,$(RECURRENT_KINDS)network \
+		$(if $(NUM_CONFIGS),--num_configs=$(NUM_CONFIGS)) --dtype=$(DTYPE) --threads=1 --out_dir=$(OUT_DIR)
 
 test: $(VENV)/.installed  ## lint and the test suite
 	$(VENV)/bin/ruff check fdi_keras tools tests benchmarks examples

@@ -34,6 +34,27 @@ def die_with_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
+@contextlib.contextmanager
+def silenced_output():
+    """Discards what Python and C++ print to stdout and stderr inside the block: the converter
+    prints its traced signature and, for int8, a line and a warning per model, thousands of
+    lines through a profile's progress bar. Its failures still arrive as exceptions."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in saved:
+            os.dup2(devnull, fd)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
 def convert_spec(spec: LayerSpec) -> bytes:
     """The TFLite flatbuffer of `spec`'s single-kernel model, in the spec's dtype. An int8
     kernel takes and returns int8 tensors: with float ones, a QUANTIZE and a DEQUANTIZE kernel
@@ -44,8 +65,7 @@ def convert_spec(spec: LayerSpec) -> bytes:
     from fdi_keras.profiling.build import build_kernel_model
 
     keras.utils.clear_session(free_memory=False)
-    # The converter prints its traced signature to stdout; keep the tools' output readable.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with silenced_output():
         quantize = _QUANTIZE[spec.dtype]
         io_dtype = "int8" if quantize == "int8" else "float32"
         return to_tflite(build_kernel_model(spec), quantize=quantize, io_dtype=io_dtype)

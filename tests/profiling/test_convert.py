@@ -41,3 +41,10 @@ def test_int8_io_needs_int8_quantization():
         to_tflite(model, io_dtype="int8")
     with pytest.raises(ValueError, match="io_dtype"):
         to_tflite(model, quantize="int8", io_dtype="uint16")
+
+
+def test_conversion_prints_nothing(capfd):
+    # The int8 converter prints a line per model from C++, past contextlib.redirect_stderr.
+    convert_spec(LayerSpec("conv2d", CONV, dtype="int8"))
+    printed = capfd.readouterr()
+    assert "fully_quantize" not in printed.out + printed.err
