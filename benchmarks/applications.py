@@ -56,6 +56,9 @@ flags.DEFINE_string("tree", "profiles/this_cpu/timing_tree.json", "This CPU's ti
 flags.DEFINE_list("models", [], "Names to run (default: all of ZOO and LARGER).")
 flags.DEFINE_integer("rounds", 2, "Measurements of every model (2: the second is the noise floor).")
 flags.DEFINE_list("alone", [], "Models (and 'X thinned') whose kernels are also timed alone.")
+flags.DEFINE_bool(
+    "write", True, "Replace this setup's RESULTS.md section (--nowrite: print only, e.g. a subset)."
+)
 flags.DEFINE_string(
     "measurements",
     os.path.join(ROOT, "benchmarks", "out", "applications", "measurements.jsonl"),
@@ -207,7 +210,8 @@ def main(argv):
     if FLAGS.alone:
         body += "\n\n" + alone_table(tree, builders, store, threads, dtype)
     section = "applications" + ("" if threads == 1 else f"_{threads}_threads")
-    write_section(section + ("" if dtype == "float32" else f"_{dtype}"), body)
+    if FLAGS.write:
+        write_section(section + ("" if dtype == "float32" else f"_{dtype}"), body)
     print(body)
 
 

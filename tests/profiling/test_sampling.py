@@ -71,3 +71,10 @@ def test_network_configs_fitted_and_held_out_are_disjoint():
     assert [s.dims["seed"] for s in networks] == list(range(20))
     assert [s.dims["seed"] for s in chains] == list(range(round(CHAIN_SHARE * 20)))
     assert not {s.key() for s in fitted} & {s.key() for s in sample_held_out(NETWORK, 20)}
+
+
+def test_int8_networks_have_no_chains():
+    # TensorFlow's int8 converter takes minutes for a chain of tens of millions of weights.
+    fitted = sample_configs(NETWORK, 20, dtype="int8")
+    assert [s.dims["seed"] for s in fitted] == list(range(20))
+    assert all(s.attrs["generator"] != CHAIN_VERSION and s.dtype == "int8" for s in fitted)
