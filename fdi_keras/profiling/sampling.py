@@ -34,9 +34,9 @@ import zlib
 
 import numpy as np
 
-from fdi_keras.features import compute_features
+from fdi_keras.features import compute_features, weight_bytes
 from fdi_keras.profiling.chains import CHAIN_SHARE, CHAIN_VERSION
-from fdi_keras.profiling.networks import network_specs
+from fdi_keras.profiling.networks import network_kernels, network_specs
 from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
 # Configurations per kind of a default profile (20-23 minutes on a 2-core x86 VM): more
@@ -228,17 +228,32 @@ def _draw(kind, num_configs, rng, sweeps, dtype, threads) -> list[LayerSpec]:
     return list(specs.values())
 
 
+# TensorFlow 2.21's int8 converter converted every random network of up to 22M weights in
+# seconds (17.6M: 8.8 s) but had not finished the one of 37.8M (seed 7) after 7 minutes.
+MAX_INT8_NETWORK_WEIGHT_BYTES = 25e6
+
+
+def _convertible(networks: list[LayerSpec]) -> list[LayerSpec]:
+    """`networks` without the int8 ones too large for the converter to finish."""
+    return [
+        s
+        for s in networks
+        if s.dtype != "int8" or weight_bytes(network_kernels(s)) <= MAX_INT8_NETWORK_WEIGHT_BYTES
+    ]
+
+
 def sample_configs(
     kind: str, num_configs: int, seed: int = 0, dtype: str = "float32", threads: int = 1
 ) -> list[LayerSpec]:
     """The first `num_configs` distinct configurations of `kind` (deterministic in `seed`);
     for `network`, the first `num_configs` random networks of `fdi_keras.profiling.networks`
-    and the first CHAIN_SHARE as many chains (`fdi_keras.profiling.chains`), except in
-    int8: TensorFlow's int8 converter did not finish the first chain (17M parameters) in 11
-    minutes, so an int8 tree's memory curve is fitted on the random networks alone."""
+    and the first CHAIN_SHARE as many chains (`fdi_keras.profiling.chains`). In int8, no
+    chains (TensorFlow's int8 converter did not finish the first, 17M weights, in 11 minutes:
+    an int8 tree's memory curve is fitted on the random networks alone), and no network of more
+    than MAX_INT8_NETWORK_WEIGHT_BYTES."""
     if kind == NETWORK:
         chains = 0 if dtype == "int8" else int(round(CHAIN_SHARE * num_configs))
-        return network_specs(num_configs, seed, dtype, threads) + network_specs(
+        return _convertible(network_specs(num_configs, seed, dtype, threads)) + network_specs(
             chains, seed, dtype, threads, CHAIN_VERSION
         )
     rng = _Draws([seed, zlib.crc32(kind.encode())], p_round=0.5)
@@ -253,6 +268,6 @@ def sample_held_out(
     none of them is a near-copy of a fitted row (for `network`: networks of other seeds).
     Never fit or prune on these."""
     if kind == NETWORK:
-        return network_specs(num_configs, HELD_OUT_NETWORKS + seed, dtype, threads)
+        return _convertible(network_specs(num_configs, HELD_OUT_NETWORKS + seed, dtype, threads))
     rng = _Draws([seed, zlib.crc32(kind.encode()), 0x68656C64], p_round=0.0)
     return _draw(kind, num_configs, rng, False, dtype, threads)

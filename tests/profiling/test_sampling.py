@@ -73,8 +73,11 @@ def test_network_configs_fitted_and_held_out_are_disjoint():
     assert not {s.key() for s in fitted} & {s.key() for s in sample_held_out(NETWORK, 20)}
 
 
-def test_int8_networks_have_no_chains():
-    # TensorFlow's int8 converter takes minutes for a chain of tens of millions of weights.
+def test_int8_networks_have_no_chains_and_none_too_large_to_convert():
+    # TensorFlow's int8 converter takes minutes for a chain of tens of millions of weights,
+    # and did not finish random network 7 (37.8M weights) in 7 minutes.
     fitted = sample_configs(NETWORK, 20, dtype="int8")
-    assert [s.dims["seed"] for s in fitted] == list(range(20))
+    seeds = [s.dims["seed"] for s in fitted]
+    assert 7 not in seeds and seeds == [s for s in range(20) if s != 7]
     assert all(s.attrs["generator"] != CHAIN_VERSION and s.dtype == "int8" for s in fitted)
+    assert 7 in [s.dims["seed"] for s in sample_configs(NETWORK, 20)]  # float32 keeps it
