@@ -42,6 +42,7 @@ from zoo import ZOO, close_random_channels  # noqa: E402
 
 from benchmarks.common import environment, table, write_section  # noqa: E402
 from fdi_keras import TimingTree, latency_aware, predict_latency, strip  # noqa: E402
+from fdi_keras.conversion import QUANTIZE_FOR_DTYPE  # noqa: E402
 from fdi_keras.errors import UnsupportedLayerError  # noqa: E402
 from fdi_keras.export import measure_latency, to_tflite  # noqa: E402
 from fdi_keras.features import weight_bytes  # noqa: E402
@@ -87,10 +88,6 @@ def thinned(model, seed=0):
     return strip(gated)
 
 
-# The tree's kernel dtype -> how the zoo is converted to run in it.
-QUANTIZE = {"float32": None, "float16": "float16", "int8": "int8"}
-
-
 def measured(store, key, model, threads=1, dtype="float32"):
     """[first, *again] timings of the model `key` on this CPU with `threads` interpreter
     threads, converted for `dtype` kernels: from `store` when this CPU timed it before, else
@@ -101,7 +98,7 @@ def measured(store, key, model, threads=1, dtype="float32"):
         + ("" if dtype == "float32" else f"|{dtype}")
     )
     if key not in store.done:
-        flat = to_tflite(model, quantize=QUANTIZE[dtype])
+        flat = to_tflite(model, quantize=QUANTIZE_FOR_DTYPE[dtype])
         timings = [measure_latency([flat], threads=threads)[0] for _ in range(FLAGS.rounds)]
         store.append([{"key": key, "timings": [dataclasses.asdict(t) for t in timings]}])
     row = next(r for r in store.rows if r["key"] == key)

@@ -14,6 +14,8 @@ from fdi_keras.graph import trace
 
 QUANTIZE_MODES = (None, "float16", "int8")
 IO_DTYPES = ("float32", "int8")
+# A timing tree's kernel dtype -> the `quantize` mode that converts a model to run it.
+QUANTIZE_FOR_DTYPE = {"float32": None, "float16": "float16", "int8": "int8"}
 
 
 def with_batch_one(model: keras.Model) -> keras.Model:

@@ -9,8 +9,6 @@ import sys
 
 from fdi_keras.specs import LayerSpec
 
-_QUANTIZE = {"float32": None, "float16": "float16", "int8": "int8"}
-
 # A fixed kernel timed in every batch: its drift over the run measures the machine's drift.
 CALIBRATION_SPEC = LayerSpec("conv2d", dict(h=14, w=14, cin=32, cout=32, kh=3, kw=3, sh=1, sw=1))
 
@@ -61,12 +59,12 @@ def convert_spec(spec: LayerSpec) -> bytes:
     would be timed with it, which a layer inside an int8 model never runs."""
     import keras
 
-    from fdi_keras.conversion import to_tflite
+    from fdi_keras.conversion import QUANTIZE_FOR_DTYPE, to_tflite
     from fdi_keras.profiling.build import build_kernel_model
 
     keras.utils.clear_session(free_memory=False)
     with silenced_output():
-        quantize = _QUANTIZE[spec.dtype]
+        quantize = QUANTIZE_FOR_DTYPE[spec.dtype]
         io_dtype = "int8" if quantize == "int8" else "float32"
         return to_tflite(build_kernel_model(spec), quantize=quantize, io_dtype=io_dtype)
 
