@@ -4,10 +4,10 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 
 | kind | ranges |
 |---|---|
-| conv2d | h=w in 3..224 (a fifth 1-D: h=1, w in 16..512, as Conv1D runs), cin 3..1024, |
-|  | cout 4..1024, k in {1,3,5,7}, stride 1 or 2 |
-| depthwise_conv2d | h=w in 3..224, cin 8..1024, multiplier 1 (sometimes 2), k in {3,5,7}, |
-|  | stride 1 or 2 |
+| conv2d | h=w in 1..224 (k..224 with `valid` padding; a fifth 1-D: h=1, w in 16..512, as |
+|  | Conv1D runs), cin 3..2048, cout 4..2048, k in {1,3,5,7}, stride 1 or 2 |
+| depthwise_conv2d | h=w in 1..224 (k..224 with `valid` padding), cin 8..1024, multiplier 1 |
+|  | (sometimes 2), k in {3,5,7}, stride 1 or 2 |
 | dense | m=1 (sometimes a sequence of 2..128 rows), cin 8..4096, cout 4..4096 |
 | pool2d | h in 4..112, c 8..512, k 2 or 3, stride 1 or 2, max or avg |
 | global_pool | h in 1..32, c 8..2048, avg (sometimes max) |
@@ -84,20 +84,27 @@ def _channels(rng, low, high):
     return max(low, int(round(c / 8)) * 8) if rng.random() < rng.p_round else c
 
 
+def _smallest_side(k, padding):
+    """The smallest input side a k x k window runs on: 1 with `same` padding (a stock model
+    at 32 px ends its stages at 2x2 and 1x1, and squeeze-and-excitation convolves a 1x1 map
+    at any input size), k without."""
+    return 1 if padding == "same" else k
+
+
 def _conv2d(rng):
     k = int(rng.choice([1, 3, 5, 7], p=[0.4, 0.45, 0.1, 0.05]))
     s = int(rng.choice([1, 2], p=[0.75, 0.25]))
+    pad = "same" if rng.random() < 0.8 else "valid"
     if rng.random() < 0.2:
         h, w, kh = 1, _logint(rng, 16, 512), 1
     else:
-        h = w = _logint(rng, max(3, k), 224)
+        h = w = _logint(rng, _smallest_side(k, pad), 224)
         kh = k
-    pad = "same" if rng.random() < 0.8 else "valid"
     dims = dict(
         h=h,
         w=w,
-        cin=_channels(rng, 3, 1024),
-        cout=_channels(rng, 4, 1024),
+        cin=_channels(rng, 3, 2048),
+        cout=_channels(rng, 4, 2048),
         kh=kh,
         kw=k,
         sh=1 if h == 1 else s,
@@ -108,7 +115,8 @@ def _conv2d(rng):
 
 def _depthwise(rng):
     k = int(rng.choice([3, 5, 7], p=[0.7, 0.2, 0.1]))  # 7x7: NASNet's separable convs
-    h = _logint(rng, max(3, k), 224)
+    pad = "same" if rng.random() < 0.7 else "valid"
+    h = _logint(rng, _smallest_side(k, pad), 224)
     s = int(rng.choice([1, 2], p=[0.7, 0.3]))
     dims = dict(
         h=h,
@@ -120,7 +128,7 @@ def _depthwise(rng):
         sh=s,
         sw=s,
     )
-    return dims, {"padding": "same" if rng.random() < 0.7 else "valid"}, "cin"
+    return dims, {"padding": pad}, "cin"
 
 
 def _dense(rng):

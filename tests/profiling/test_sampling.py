@@ -30,6 +30,18 @@ def test_sweeps_cover_consecutive_channel_counts():
     assert longest >= 6
 
 
+@pytest.mark.parametrize("kind", ["conv2d", "depthwise_conv2d"])
+def test_windows_reach_a_1x1_map_with_same_padding_only(kind):
+    # A stock model at 32 px ends on 2x2 and 1x1 maps and squeeze-and-excitation convolves a
+    # 1x1 map at any size: the trees must not extrapolate there. A `valid` window never
+    # exceeds its input.
+    specs = sample_configs(kind, 300)
+    squares = [s for s in specs if s.dims["h"] == s.dims["w"]]
+    assert sum(s.dims["h"] == 1 for s in squares) >= 10
+    assert sum(s.dims["h"] == 2 for s in squares) >= 5
+    assert all(s.attrs["padding"] == "same" for s in squares if s.dims["h"] < s.dims["kh"])
+
+
 def test_dtype_and_threads_are_carried():
     s = sample_configs("dense", 3, dtype="int8", threads=2)[0]
     assert (s.dtype, s.threads) == ("int8", 2)
