@@ -29,9 +29,9 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
     "lstm": (("t", "cin", "units"), {}),
     # Not a kernel: a whole random network (fdi_keras.profiling.networks), profiled to learn
     # how kernels compose inside a model (fdi_keras.timing.composition); the generator
-    # versions it knows, the newest last, then c1: a chain of one kernel repeated
-    # (fdi_keras.profiling.chains).
-    "network": (("seed",), {"generator": ("v1", "v2", "v3", "c1")}),
+    # versions it knows, the newest last, then n1: a narrow network (drawn beside the newest)
+    # and c1: a chain of one kernel repeated (fdi_keras.profiling.chains).
+    "network": (("seed",), {"generator": ("v1", "v2", "v3", "n1", "c1")}),
 }
 NETWORK = "network"
 # The channel dimension whose staircase a kind's tree learns (and the profiler sweeps).

@@ -15,8 +15,8 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 | lrn | h in 7..56, c 16..512, radius 2..5 |
 | activation / softmax | 16..2^20 elements (softmax up to 4096) |
 | gru / lstm | timesteps 8..256, input 3..128, units 8..256 |
-| network | a random network of `fdi_keras.profiling.networks`, or a chain of one kernel |
-|  | repeated (`fdi_keras.profiling.chains`), timed whole |
+| network | a random network of `fdi_keras.profiling.networks` (some narrow), or a chain of |
+|  | one kernel repeated (`fdi_keras.profiling.chains`), timed whole |
 
 Work is capped (about 2e8 multiply-accumulates, 16 MB of tensors) to stay within a phone's
 budget for one layer. Half the channel counts are rounded to multiples of 8, as designed
@@ -36,7 +36,12 @@ import numpy as np
 
 from fdi_keras.features import compute_features, weight_bytes
 from fdi_keras.profiling.chains import CHAIN_SHARE, CHAIN_VERSION
-from fdi_keras.profiling.networks import network_kernels, network_specs
+from fdi_keras.profiling.networks import (
+    NARROW_SHARE,
+    NARROW_VERSION,
+    network_kernels,
+    network_specs,
+)
 from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
 # Configurations per kind of a default profile (20-23 minutes on a 2-core x86 VM): more
@@ -56,7 +61,7 @@ DEFAULT_COUNTS = {
     "gru": 60,
     "lstm": 60,
     "lrn": 100,
-    "network": 50,  # and 30 chains, and their own kernels (profiler.sample_all)
+    "network": 50,  # and 20 narrow ones, 30 chains, and their kernels (profiler.sample_all)
 }
 # Held-out random networks use seeds from this offset on (fitted ones start at 0).
 HELD_OUT_NETWORKS = 1_000_000
@@ -254,15 +259,18 @@ def sample_configs(
     kind: str, num_configs: int, seed: int = 0, dtype: str = "float32", threads: int = 1
 ) -> list[LayerSpec]:
     """The first `num_configs` distinct configurations of `kind` (deterministic in `seed`);
-    for `network`, the first `num_configs` random networks of `fdi_keras.profiling.networks`
-    and the first CHAIN_SHARE as many chains (`fdi_keras.profiling.chains`). In int8, no
-    chains (TensorFlow's int8 converter did not finish the first, 17M weights, in 11 minutes:
-    an int8 tree's memory curve is fitted on the random networks alone), and no network of more
-    than MAX_INT8_NETWORK_WEIGHT_BYTES."""
+    for `network`, the first `num_configs` random networks of `fdi_keras.profiling.networks`,
+    the first NARROW_SHARE as many narrow networks and CHAIN_SHARE as many chains
+    (`fdi_keras.profiling.chains`). In int8, no chains (TensorFlow's int8 converter did not
+    finish the first, 17M weights, in 11 minutes: an int8 tree's memory curve is fitted on the
+    random networks alone), and no network of more than MAX_INT8_NETWORK_WEIGHT_BYTES."""
     if kind == NETWORK:
         chains = 0 if dtype == "int8" else int(round(CHAIN_SHARE * num_configs))
-        return _convertible(network_specs(num_configs, seed, dtype, threads)) + network_specs(
-            chains, seed, dtype, threads, CHAIN_VERSION
+        narrow = int(round(NARROW_SHARE * num_configs))
+        return (
+            _convertible(network_specs(num_configs, seed, dtype, threads))
+            + network_specs(narrow, seed, dtype, threads, NARROW_VERSION)
+            + network_specs(chains, seed, dtype, threads, CHAIN_VERSION)
         )
     rng = _Draws([seed, zlib.crc32(kind.encode())], p_round=0.5)
     return _draw(kind, num_configs, rng, True, dtype, threads)

@@ -8,10 +8,13 @@ from fdi_keras.profiling.networks import (
     GENERATOR_VERSION,
     MAX_MACS,
     MAX_PARAMS,
+    NARROW_SHARE,
+    NARROW_VERSION,
     PROFILED_NETWORK_KERNELS,
     network_kernel_specs,
     network_kernels,
     network_specs,
+    profiled_kernels,
     random_network,
 )
 from fdi_keras.specs import LayerSpec
@@ -47,24 +50,25 @@ def test_earlier_versions_still_draw_the_networks_they_drew(version, drawn):
 def test_deep_networks_are_timed_whole_without_their_kernels():
     from fdi_keras.profiling import sample_all
 
-    networks = network_specs(12)
-    sizes = {s.key(): len(network_kernels(s)) for s in networks}
-    assert max(sizes.values()) > PROFILED_NETWORK_KERNELS  # v3 draws deep ones
     specs = sample_all(["network"], {"network": 12})
     keys = {s.key() for s in specs}
-    for network in networks:  # every kernel of a shallow network is profiled
-        if sizes[network.key()] <= PROFILED_NETWORK_KERNELS:
-            assert {k.key() for k in network_kernels(network)} <= keys
-    deep = [n for n in networks if sizes[n.key()] > PROFILED_NETWORK_KERNELS]
+    networks = [
+        s for s in specs if s.kind == "network" and s.attrs["generator"] == GENERATOR_VERSION
+    ]
+    sizes = {s.key(): len(network_kernels(s)) for s in networks}
+    assert max(sizes.values()) > PROFILED_NETWORK_KERNELS  # v3 draws deep ones
     shallow_kernels = {
         k.key()
         for n in networks
         if sizes[n.key()] <= PROFILED_NETWORK_KERNELS
         for k in network_kernels(n)
     }
-    for network in deep:  # only the kernels they share with shallow ones are profiled
-        own = {k.key() for k in network_kernels(network)}
-        assert own & keys <= shallow_kernels
+    assert shallow_kernels <= keys  # every kernel of a shallow network is profiled
+    profiled = {k.key() for s in specs if s.kind == "network" for k in profiled_kernels(s)}
+    for network in networks:  # a deep one's only when a shallow network or a chain has it
+        if sizes[network.key()] > PROFILED_NETWORK_KERNELS:
+            own = {k.key() for k in network_kernels(network)}
+            assert own & keys <= profiled
 
 
 def test_networks_with_more_weights_than_a_last_level_cache_are_drawn():
@@ -95,13 +99,28 @@ def test_sample_all_profiles_the_networks_kernels_and_keeps_their_count():
 
     specs = sample_all(["dense", "network"], 5)
     networks = [s for s in specs if s.kind == "network" and s.attrs["generator"] != "c1"]
-    assert len(networks) == DEFAULT_COUNTS["network"]  # a number is per kernel kind
+    narrow = [s for s in networks if s.attrs["generator"] == NARROW_VERSION]
+    assert len(networks) - len(narrow) == DEFAULT_COUNTS["network"]  # a number is per kind
+    assert len(narrow) == round(NARROW_SHARE * DEFAULT_COUNTS["network"])
     keys = {s.key() for s in specs}
     assert len(keys) == len(specs)
-    shallow = [n for n in networks if len(network_kernels(n)) <= PROFILED_NETWORK_KERNELS]
+    wide = [n for n in networks if n.attrs["generator"] != NARROW_VERSION]
+    shallow = [n for n in wide if len(network_kernels(n)) <= PROFILED_NETWORK_KERNELS]
     for network in shallow[:3]:
         assert {k.key() for k in network_kernels(network)} <= keys
     assert len([s for s in specs if s.kind == "dense"]) > 5  # the networks' heads too
+
+
+def test_narrow_networks_are_narrow_small_and_deterministic():
+    # What pruning and small inputs leave: kernels of a few channels on small maps.
+    for spec in network_specs(4, generator=NARROW_VERSION):
+        model = random_network(spec.dims["seed"], NARROW_VERSION)
+        assert model.input_shape[1] <= 64
+        convs = [k for k in network_kernels(spec) if k.kind == "conv2d"]
+        # 4-48 channels; an inverted residual block expands up to three times that
+        assert convs and max(k.dims["cout"] for k in convs) <= 3 * 48
+        assert network_kernels(spec) == network_kernel_specs(spec.dims["seed"], version="n1")
+        assert profiled_kernels(spec) == []  # timed whole only, for the composition term
 
 
 def test_a_network_of_an_unknown_generator_is_refused():

@@ -2,6 +2,7 @@ import pytest
 
 from fdi_keras.features import compute_features
 from fdi_keras.profiling.chains import CHAIN_SHARE, CHAIN_VERSION
+from fdi_keras.profiling.networks import GENERATOR_VERSION, NARROW_SHARE, NARROW_VERSION
 from fdi_keras.profiling.sampling import MAX_MACS, sample_configs, sample_held_out
 from fdi_keras.specs import KINDS, NETWORK, SWEEP_DIMS
 from fdi_keras.timing.tree import sweep_groups
@@ -78,10 +79,13 @@ def longest_channel_run(specs):
 
 def test_network_configs_fitted_and_held_out_are_disjoint():
     fitted = sample_configs(NETWORK, 20)
-    networks = [s for s in fitted if s.attrs["generator"] != CHAIN_VERSION]
-    chains = [s for s in fitted if s.attrs["generator"] == CHAIN_VERSION]
-    assert [s.dims["seed"] for s in networks] == list(range(20))
-    assert [s.dims["seed"] for s in chains] == list(range(round(CHAIN_SHARE * 20)))
+    for generator, count in [
+        (GENERATOR_VERSION, 20),
+        (NARROW_VERSION, round(NARROW_SHARE * 20)),
+        (CHAIN_VERSION, round(CHAIN_SHARE * 20)),
+    ]:
+        seeds = [s.dims["seed"] for s in fitted if s.attrs["generator"] == generator]
+        assert seeds == list(range(count))
     assert not {s.key() for s in fitted} & {s.key() for s in sample_held_out(NETWORK, 20)}
 
 
@@ -89,7 +93,7 @@ def test_int8_networks_have_no_chains_and_none_too_large_to_convert():
     # TensorFlow's int8 converter takes minutes for a chain of tens of millions of weights,
     # and did not finish random network 7 (37.8M weights) in 7 minutes.
     fitted = sample_configs(NETWORK, 20, dtype="int8")
-    seeds = [s.dims["seed"] for s in fitted]
+    seeds = [s.dims["seed"] for s in fitted if s.attrs["generator"] == GENERATOR_VERSION]
     assert 7 not in seeds and seeds == [s for s in range(20) if s != 7]
     assert all(s.attrs["generator"] != CHAIN_VERSION and s.dtype == "int8" for s in fitted)
     assert 7 in [s.dims["seed"] for s in sample_configs(NETWORK, 20)]  # float32 keeps it
