@@ -84,6 +84,10 @@ class _Builder:
     def width(self):
         return _width(self.rng, 128 if self.wide else 4 if self.narrow else 8, self.max_width)
 
+    def branch_width(self):
+        """One branch of a two-branch block: narrower than a layer of a wide network."""
+        return _width(self.rng, 4, 48) if self.narrow else _width(self.rng, 8, 256)
+
     def act(self, x):
         if self.batch_norm:
             x = self.L.BatchNormalization()(x)
@@ -118,8 +122,8 @@ class _Builder:
             y = L.Conv2D(c, 3, padding="same")(y)
             return self.act(L.Add()([x, y]))
         if kind == "branches":
-            a = self.conv(x, _width(rng, 4, 48) if self.narrow else _width(rng, 8, 256), 1, s)
-            b = self.conv(x, _width(rng, 4, 48) if self.narrow else _width(rng, 8, 256), 3, s)
+            a = self.conv(x, self.branch_width(), 1, s)
+            b = self.conv(x, self.branch_width(), 3, s)
             return L.Concatenate()([a, b])
         pool = L.MaxPooling2D if rng.random() < 0.6 else L.AveragePooling2D
         return pool(int(rng.choice([2, 3])), 2, padding="same")(x) if x.shape[1] >= 2 else x
@@ -127,15 +131,12 @@ class _Builder:
     def build(self):
         rng, L = self.rng, self.L
         if self.narrow:
-            size = _logint(rng, 8, 64)
-            inputs = self.keras.Input((size, size, 3), batch_size=1)
-            x = self.conv(inputs, _width(rng, 4, 32), 3, 2 if size >= 32 else 1)
-            blocks = int(rng.integers(4, 17))
+            size, stem, blocks = _logint(rng, 8, 64), _width(rng, 4, 32), int(rng.integers(4, 17))
         else:
-            size = _logint(rng, 16, 48 if self.wide else 224)
-            inputs = self.keras.Input((size, size, 3), batch_size=1)
-            x = self.conv(inputs, _width(rng, 8, 64), 3, 2 if size >= 32 else 1)
+            size, stem = _logint(rng, 16, 48 if self.wide else 224), _width(rng, 8, 64)
             blocks = _logint(rng, 15, 40) if self.deep else int(rng.integers(2, 15))
+        inputs = self.keras.Input((size, size, 3), batch_size=1)
+        x = self.conv(inputs, stem, 3, 2 if size >= 32 else 1)
         for _ in range(blocks):
             x = self.block(x)
         if rng.random() < 0.7:
