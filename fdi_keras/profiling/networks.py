@@ -207,10 +207,11 @@ def profiled_kernels(spec: LayerSpec) -> list[LayerSpec]:
     none of a narrow one. Narrow networks are timed whole only: with their 1-3 us kernels in
     the trees too, the trees' small leaves moved and the zoo's small models went from
     over- to under-predicted (zoo MAPE 11.6% against 11.2% whole only, on the AMD VM)."""
-    kernels = network_kernels(spec)
-    if _version(spec) == NARROW_VERSION:
+    version = _version(spec)
+    if version == NARROW_VERSION:  # decided before drawing the network: none is needed
         return []
-    if _version(spec) == CHAIN_VERSION:
+    kernels = network_kernels(spec)
+    if version == CHAIN_VERSION:
         return [kernels[0]]
     return list(kernels) if len(kernels) <= PROFILED_NETWORK_KERNELS else []
 
