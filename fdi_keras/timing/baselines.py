@@ -29,17 +29,25 @@ class FlopsLinear:
     def predict(self, specs: list[LayerSpec]) -> np.ndarray:
         return np.array([float(self._x([s])[0] @ self.weights_[s.kind]) for s in specs])
 
-    def as_tree(self):
+    def as_tree(self, intercept: bool = True):
         """A depth-0 TimingTree whose only leaf per kind is this FLOPs model: the cost model of
-        the FLOPs-driven ablation, usable wherever a TimingTree is."""
+        the FLOPs-driven ablation, usable wherever a TimingTree is.
+
+        Args:
+            intercept: keep each kernel's fixed cost. False: per-kind seconds per FLOP only,
+                what a FLOP-budget compressor shrinks. Pruning channels removes no kernel, so
+                with the intercepts (54% of MobileNetV2 a0.35's at 32 px) a halved cost can
+                be out of reach and the compressor prunes every layer to its floor.
+        """
         from fdi_keras.timing.growth import FlatTree
         from fdi_keras.timing.tree import TimingTree
 
         tree = TimingTree(max_depth=0, tiles=(1,))
-        for kind, (intercept, per_flop) in self.weights_.items():
+        for kind, (fixed, per_flop) in self.weights_.items():
             flat = FlatTree()
             weights = np.zeros(len(FEATURES) + 1)  # [intercept, *FEATURES]
-            weights[0], weights[1 + FEATURES.index("flops")] = intercept, per_flop
+            weights[0] = fixed if intercept else 0.0
+            weights[1 + FEATURES.index("flops")] = per_flop
             flat.add_leaf(weights.tolist(), 0)
             tree.kinds_[kind] = {"tile": 1, "tree": flat, "rows": 0, "validation_mape": None}
         tree.metadata_ = {"model": "FLOPs-linear"}

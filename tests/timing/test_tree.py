@@ -121,6 +121,13 @@ def test_flops_baseline_as_a_tree_predicts_like_the_baseline():
     baseline = FlopsLinear().fit(specs, times)
     tree = baseline.as_tree()
     np.testing.assert_allclose([tree.predict_one(s) for s in specs], baseline.predict(specs))
+    flops_only = baseline.as_tree(intercept=False)  # the FLOP-budget compressor's cost
+    fixed = {kind: weights[0] for kind, weights in baseline.weights_.items()}
+    assert fixed["conv2d"] > 0.5  # the fitted 1.0 us, so dropping it is visible
+    np.testing.assert_allclose(
+        [flops_only.predict_one(s) for s in specs],
+        baseline.predict(specs) - [fixed[s.kind] for s in specs],
+    )
 
 
 def test_a_leaf_s_fixed_cost_is_at_most_the_kind_s_fastest_time(fitted):
