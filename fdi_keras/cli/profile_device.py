@@ -25,6 +25,7 @@ from fdi_keras.profiling import (
     run_profile,
     sample_all,
 )
+from fdi_keras.profiling.conversion_pool import DEFAULT_TIMEOUT_S
 from fdi_keras.profiling.fitting import (
     define_fit_flags,
     fit_options,
@@ -74,6 +75,13 @@ def define_flags() -> None:
         "Seconds before the first retry; each next wait doubles, up to 30 s.",
         lower_bound=0,
     )
+    flags.DEFINE_float(
+        "convert_timeout",
+        DEFAULT_TIMEOUT_S,
+        "Seconds a batch of configurations, then each one alone, may take to convert; one "
+        "that hangs is recorded as failed and the profile goes on.",
+        lower_bound=1,
+    )
     define_fit_flags()
 
 
@@ -106,6 +114,7 @@ def run(
     retry=None,
     tree_options=None,
     drift_correction=True,
+    conversion_timeout_s=DEFAULT_TIMEOUT_S,
 ) -> tuple[TimingTree, str]:
     """Profiles `kinds` into `out_dir`, fits the tree on every row of its store and writes
     timing_tree.json and report.txt; returns (tree, report).
@@ -121,7 +130,14 @@ def run(
     specs = sample_all(kinds, num_configs, seed, dtype, threads)
     os.makedirs(out_dir, exist_ok=True)
     with ProfileLock(out_dir):
-        result = run_profile(runners, specs, out_dir, progress=progress, retry=retry)
+        result = run_profile(
+            runners,
+            specs,
+            out_dir,
+            progress=progress,
+            retry=retry,
+            conversion_timeout_s=conversion_timeout_s,
+        )
         # Every row of the store, not only this run's: kinds profiled before stay in the tree.
         rows = read_rows(result.path)
         tree, report = fit_profile(rows, tree_options, drift_correction, result.seconds)
@@ -150,6 +166,7 @@ def main(argv):
         RetryPolicy(FLAGS.retries, FLAGS.retry_delay, max(30.0, FLAGS.retry_delay)),
         tree_options,
         drift_correction,
+        FLAGS.convert_timeout,
     )
     print(report)
     print(f"Wrote {FLAGS.out_dir}/profile.jsonl, timing_tree.json, report.txt")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import glob
-import multiprocessing
 import os
 import time
 
@@ -13,12 +12,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fdi_keras.errors import DeviceUnavailableError
-from fdi_keras.profiling.convert import (
-    CALIBRATION_SPEC,
-    convert_batch,
-    die_with_parent,
-    quiet_tensorflow,
-)
+from fdi_keras.profiling.conversion_pool import DEFAULT_TIMEOUT_S, ConverterPool
+from fdi_keras.profiling.convert import CALIBRATION_SPEC, quiet_tensorflow
 from fdi_keras.profiling.fitting import check_one_setup
 from fdi_keras.profiling.lock import ProfileLock
 from fdi_keras.profiling.networks import profiled_kernels
@@ -104,7 +99,9 @@ def _host_cores(runner: Runner, threads: int) -> int:
     return host_cores(threads) if callable(host_cores) else 0
 
 
-def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size, bar, retry):
+def _profile_shard(
+    runner: Runner, specs, store: ProfileStore, converter: ConverterPool, batch_size, bar, retry
+):
     if not specs:
         return
     device = call_with_retries(runner.describe, retry, runner.name, RESUME_HINT)
@@ -116,7 +113,7 @@ def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size,
         specs[0].dtype,
         threads,
     )
-    ((calibration_model, error),) = pool.submit(convert_batch, [calibration.to_dict()]).result()
+    ((calibration_model, error),) = converter.result(converter.submit([calibration]))
     if error:
         raise RuntimeError(f"The calibration kernel failed to convert: {error}")
     batches = _batches([s for s in specs if s.key() not in store.done], batch_size)
@@ -125,7 +122,7 @@ def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size,
 
     def convert(i):
         if i < len(batches):
-            futures.append(pool.submit(convert_batch, [s.to_dict() for s in batches[i]]))
+            futures.append(converter.submit(batches[i]))
 
     # The converter works a batch ahead of the timer, unless the timing takes every core of
     # this machine (2 threads on 2 cores): then it would steal one from the timed threads
@@ -134,7 +131,7 @@ def _profile_shard(runner: Runner, specs, store: ProfileStore, pool, batch_size,
     for i in range(max(1, ahead)):
         convert(i)
     for i, batch in enumerate(batches):
-        converted = futures[i].result()
+        converted = converter.result(futures[i])
         if ahead:
             convert(i + ahead)
         ok = [j for j, (_, err) in enumerate(converted) if err is None]
@@ -207,6 +204,7 @@ def run_profile(
     batch_size: int = 12,
     progress: bool = True,
     retry: RetryPolicy | None = None,
+    conversion_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ProfileRun:
     """Times every spec not yet in `out_dir`; resumes what `out_dir` already has.
 
@@ -222,6 +220,9 @@ def run_profile(
         batch_size: configurations converted and timed together.
         progress: show a progress bar.
         retry: how transport errors are retried (`RetryPolicy()` by default).
+        conversion_timeout_s: seconds a batch, then each of its configurations alone, may
+            take to convert; one that hangs (or kills the converter) becomes an error row
+            (`ConverterPool`).
 
     Raises:
         ProfileLockedError: another run is using `out_dir`.
@@ -234,10 +235,20 @@ def run_profile(
         raise ValueError("run_profile needs at least one runner. Received: runners=[]")
     os.makedirs(out_dir, exist_ok=True)
     with ProfileLock(out_dir):
-        return _run_locked(runners, specs, out_dir, batch_size, progress, retry or RetryPolicy())
+        return _run_locked(
+            runners,
+            specs,
+            out_dir,
+            batch_size,
+            progress,
+            retry or RetryPolicy(),
+            conversion_timeout_s,
+        )
 
 
-def _run_locked(runners, specs, out_dir, batch_size, progress, retry) -> ProfileRun:
+def _run_locked(
+    runners, specs, out_dir, batch_size, progress, retry, conversion_timeout_s
+) -> ProfileRun:
     out_path = os.path.join(out_dir, "profile.jsonl")
     main = ProfileStore(out_path)
     shard_dir = os.path.join(out_dir, "shards")
@@ -254,12 +265,9 @@ def _run_locked(runners, specs, out_dir, batch_size, progress, retry) -> Profile
     shards = [todo[i :: len(runners)] for i in range(len(runners))]
     start = time.time()
     quiet_tensorflow()
-    context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
     failures = []
     with (
-        cf.ProcessPoolExecutor(
-            1, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
-        ) as pool,
+        ConverterPool(conversion_timeout_s) as converter,
         tqdm(
             total=len(specs),
             initial=len(specs) - len(todo),
@@ -270,7 +278,7 @@ def _run_locked(runners, specs, out_dir, batch_size, progress, retry) -> Profile
         cf.ThreadPoolExecutor(len(runners)) as workers,
     ):
         jobs = [
-            workers.submit(_profile_shard, r, sh, st, pool, batch_size, bar, retry)
+            workers.submit(_profile_shard, r, sh, st, converter, batch_size, bar, retry)
             for r, sh, st in zip(runners, shards, stores)
         ]
         for job in jobs:

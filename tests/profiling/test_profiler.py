@@ -278,3 +278,34 @@ def test_no_model_converts_while_the_timing_takes_every_core(tmp_path):
     assert any(parallel.converting)  # the watch sees a conversion when there is one
     assert not any(every.converting)
     check_one_row_per_config(str(tmp_path / "b"), specs)
+
+
+@pytest.mark.slow
+def test_a_conversion_that_hangs_or_crashes_fails_alone_and_the_profile_goes_on(tmp_path):
+    import functools
+
+    from faulty_conversion import convert_or_fail
+
+    from fdi_keras.profiling import conversion_pool
+
+    specs = sample_configs("dense", 8, seed=4)
+    hung, crashed = specs[1], specs[6]
+    faulty = functools.partial(convert_or_fail, hang={hung.key()}, crash={crashed.key()})
+    real_pool = conversion_pool.ConverterPool
+
+    def pool_with_faults(timeout_s):
+        return real_pool(timeout_s, convert=faulty)
+
+    out = str(tmp_path / "faulty")
+    with pytest.MonkeyPatch.context() as patch:  # run_profile builds its own pool
+        patch.setattr("fdi_keras.profiling.profiler.ConverterPool", pool_with_faults)
+        run = run_profile(
+            [LocalRunner(**QUICK)], specs, out, batch_size=4, progress=False,
+            conversion_timeout_s=4,
+        )  # fmt: skip
+    check_one_row_per_config(out, specs)
+    errors = {r["key"]: r["error"] for r in run.rows if r["status"] == "error"}
+    assert set(errors) == {hung.key(), crashed.key()}
+    assert "no result after 4 s: the converter hung" in errors[hung.key()]
+    assert "converter process died" in errors[crashed.key()]
+    assert sum(r["status"] == "ok" for r in run.rows) == 6
