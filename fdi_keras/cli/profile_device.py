@@ -140,7 +140,9 @@ def run(
         )
         # Every row of the store, not only this run's: kinds profiled before stay in the tree.
         rows = read_rows(result.path)
-        tree, report = fit_profile(rows, tree_options, drift_correction, result.seconds)
+        tree, report = fit_profile(
+            rows, tree_options, drift_correction, result.seconds, result.measured
+        )
         write_tree(
             tree,
             report,

@@ -66,6 +66,7 @@ def fit_profile(
     tree_options: dict | None = None,
     drift_correction: bool = True,
     seconds: float | None = None,
+    measured: int | None = None,
 ) -> tuple[TimingTree, str]:
     """Fits a `TimingTree` on every row and writes nothing; returns (tree, report).
 
@@ -73,7 +74,8 @@ def fit_profile(
         rows: profile rows of one setup (checked).
         tree_options: `TimingTree` arguments (max_depth, min_samples_leaf, ...).
         drift_correction: divide each row by its batch's calibration-kernel time.
-        seconds: how long profiling took, for the report.
+        seconds: how long this profiling run took, for the report.
+        measured: how many rows this run measured, for the report.
 
     Raises:
         MixedProfileError: the rows come from several setups.
@@ -85,7 +87,7 @@ def fit_profile(
     )
     if seconds is not None:
         tree.metadata_["profiling_seconds"] = seconds
-    return tree, profile_report(rows, tree, seconds)
+    return tree, profile_report(rows, tree, seconds, measured)
 
 
 def write_tree(tree: TimingTree, report: str, tree_path: str, report_path: str) -> None:

@@ -26,8 +26,22 @@ def holdout_accuracy(rows: list[dict], tree_factory=TimingTree, fraction=0.2, se
     return {kind: accuracy(y, tree.predict(s)) for kind, (s, y) in held.items() if len(y)}
 
 
-def profile_report(rows: list[dict], tree: TimingTree, seconds: float | None = None) -> str:
-    """Rows and failures per kind, held-out accuracy per kind, and the tree's rules."""
+def _this_run(seconds, measured) -> str:
+    if seconds is None:
+        return ""
+    if measured is None:
+        return f"  profiling time: {seconds / 60:.1f} min"
+    if measured == 0:
+        return "  this run: nothing left to measure (every configuration was in the store)"
+    return f"  this run: {measured} measured in {seconds / 60:.1f} min"
+
+
+def profile_report(
+    rows: list[dict], tree: TimingTree, seconds: float | None = None, measured: int | None = None
+) -> str:
+    """Rows and failures per kind, held-out accuracy per kind, and the tree's rules; with
+    `seconds` (and `measured`), how long this run took and how many rows it measured (a
+    resumed run measures only what the store lacked)."""
     counts = collections.Counter((r["spec"]["kind"], r["status"]) for r in rows)
     kinds = sorted({k for k, _ in counts})
     meta = tree.metadata_
@@ -36,8 +50,7 @@ def profile_report(rows: list[dict], tree: TimingTree, seconds: float | None = N
         "",
         f"device: {meta.get('device')}",
         f"threads: {meta.get('threads')}  dtype: "
-        f"{meta.get('dtype')}  rows: {len(rows)}"
-        + (f"  profiling time: {seconds / 60:.1f} min" if seconds is not None else ""),
+        f"{meta.get('dtype')}  rows: {len(rows)}" + _this_run(seconds, measured),
         "",
     ]
     for kind in kinds:

@@ -52,7 +52,7 @@ def test_profile_writes_rows_tree_and_report(profiled):
     assert row["time_us"] > 0 and row["calibration_us"] > 0
     loaded = TimingTree.load(os.path.join(out, "timing_tree.json"))
     assert sorted(loaded.kinds_) == ["conv2d", "dense", "global_pool"]
-    assert "Rules:" in report and "conv2d" in report
+    assert "Rules:" in report and "conv2d" in report and "this run: 48 measured in" in report
     with open(os.path.join(out, "report.txt")) as f:
         assert f.read() == report
     assert not os.path.exists(os.path.join(out, "profile.lock"))  # released
@@ -63,6 +63,8 @@ def test_rerunning_a_finished_profile_measures_nothing(profiled):
     specs = fdi_keras.profiling.sample_all(["conv2d", "dense", "global_pool"], 16)
     result = fdi_keras.profiling.run_profile([LocalRunner()], specs, out, progress=False)
     assert result.measured == 0 and len(result.rows) == 48
+    _, report = fdi_keras.profiling.fit_profile(result.rows, None, True, result.seconds, 0)
+    assert "this run: nothing left to measure" in report
 
 
 def test_predict_latency_of_a_model_from_the_profiled_tree(profiled):
