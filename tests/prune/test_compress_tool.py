@@ -11,6 +11,7 @@ import tensorflow as tf
 from prune_helpers import lenet
 
 from fdi_keras import FastDeepIoTCallback, predict_latency
+from fdi_keras.prune.regularizer import wrappers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -110,11 +111,23 @@ def test_finetune_is_compress_s_last_step_a_fresh_adam_and_a_cosine(
         calls.append(model)
         return real(model, *args, **kwargs)
 
+    real_arguments, students = compress_module.fit_arguments, []
+
+    def arguments_spy(student, teacher, *args, **kwargs):
+        students.append((student, teacher))
+        return real_arguments(student, teacher, *args, **kwargs)
+
     monkeypatch.setattr(compress_module, "finetune", spy)
+    monkeypatch.setattr(compress_module, "fit_arguments", arguments_spy)
+    trained = lenet()
     result = compress_module.compress(
-        lenet(), staircase_tree, x, y, 1.0, epochs=1, finetune_epochs=1, batch_size=16
+        trained, staircase_tree, x, y, 1.0, epochs=1, finetune_epochs=1, batch_size=16
     )
     assert calls == [result.model]
+    # both phases distill from the model being compressed: the gated fit, then finetune
+    (gated, first), (stripped, second) = students
+    assert first is trained and second is trained and stripped is result.model
+    assert wrappers(gated) and not wrappers(stripped)
     default = inspect.signature(compress_module.compress).parameters["strength"].default
     assert FastDeepIoTCallback(staircase_tree).initial_strength == default  # one recipe
 
