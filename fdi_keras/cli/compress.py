@@ -39,7 +39,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("finetune_epochs", 2, "Epochs of fine-tuning after strip.")
     flags.DEFINE_integer("batch_size", 64, "Batch size.")
     flags.DEFINE_enum("gate", "hard_concrete", ["hard_concrete", "straight_through"], "Gates.")
-    flags.DEFINE_bool("distill", True, "Train (gated and fine-tuned) on the input model's outputs too.")
+    flags.DEFINE_bool("distill", True, "Train (gated, then fine-tuned) on the model's outputs too.")
     flags.DEFINE_string("out_dir", "compressed", "Output directory.")
     flags.mark_flags_as_required(["model", "data", "target_latency_ms"])
 
