@@ -3,7 +3,12 @@ import pytest
 from fdi_keras.features import compute_features
 from fdi_keras.profiling.chains import CHAIN_SHARE, CHAIN_VERSION
 from fdi_keras.profiling.networks import GENERATOR_VERSION, NARROW_SHARE, NARROW_VERSION
-from fdi_keras.profiling.sampling import MAX_MACS, sample_configs, sample_held_out
+from fdi_keras.profiling.sampling import (
+    DEFAULT_COUNTS,
+    MAX_MACS,
+    sample_configs,
+    sample_held_out,
+)
 from fdi_keras.specs import KINDS, NETWORK, SWEEP_DIMS
 from fdi_keras.timing.tree import sweep_groups
 
@@ -41,6 +46,20 @@ def test_windows_reach_a_1x1_map_with_same_padding_only(kind):
     assert sum(s.dims["h"] == 1 for s in squares) >= 10
     assert sum(s.dims["h"] == 2 for s in squares) >= 5
     assert all(s.attrs["padding"] == "same" for s in squares if s.dims["h"] < s.dims["kh"])
+
+
+def test_the_default_depthwise_draw_covers_7x7_windows():
+    # XNNPack runs 7x7 depthwise kernels far slower per tap than 3x3 and 5x5; NASNet's were
+    # predicted 74-84% low when the profile held one 7x7 sweep (8x8 maps, stride 1).
+    specs = sample_configs("depthwise_conv2d", DEFAULT_COUNTS["depthwise_conv2d"])
+    sevens = [s for s in specs if s.dims["kh"] == 7]
+    assert len(sevens) >= 50 and len({s.dims["h"] for s in sevens}) >= 8
+    assert {(s.dims["sh"], s.attrs["padding"]) for s in sevens} == {
+        (1, "same"),
+        (1, "valid"),
+        (2, "same"),
+        (2, "valid"),
+    }
 
 
 def test_dtype_and_threads_are_carried():
