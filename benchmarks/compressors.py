@@ -216,7 +216,7 @@ def file_digest(path) -> str:
         return hashlib.sha256(f.read()).hexdigest()[:12]
 
 
-def run_task(name, tree, flops):
+def run_task(name, tree, flops, tree_digest):
     build, (x, y), (x_test, y_test), teacher_epochs, budget = load_task(name)
     task_dir = os.path.join(FLAGS.out_dir, name + ("_quick" if FLAGS.quick else ""))
     os.makedirs(task_dir, exist_ok=True)
@@ -228,8 +228,7 @@ def run_task(name, tree, flops):
         for method in FLAGS.methods or METHODS:
             for seed in map(int, FLAGS.seeds):
                 key = {"method": method, "speedup": speedup, "seed": seed, "budget": budget}
-                key |= {"distill": FLAGS.distill, "tree": file_digest(FLAGS.tree)}
-                key["recipe"] = recipe_of(method)
+                key |= {"distill": FLAGS.distill, "tree": tree_digest, "recipe": recipe_of(method)}
                 if any(same_run(r, key) for r in read_runs(runs_path)):
                     continue  # done by an earlier, interrupted run
                 keras.utils.set_random_seed(seed)
@@ -258,7 +257,7 @@ def run_task(name, tree, flops):
         for r in read_runs(runs_path)
         if r["budget"] == budget
         and r.get("distill", False) == FLAGS.distill
-        and r.get("tree") == file_digest(FLAGS.tree)
+        and r.get("tree") == tree_digest
         and r.get("recipe") == recipe_of(r["method"])
         and (r["speedup"], r["method"], r["seed"])
         in {(s, m, d) for s in wanted[0] for m in wanted[1] for d in wanted[2]}
@@ -458,9 +457,10 @@ def main(argv):
     del argv
     env = environment()
     tree = TimingTree.load(FLAGS.tree)
+    tree_digest = file_digest(FLAGS.tree)  # read with the tree: every run of this call keys on it
     flops = flops_cost(FLAGS.tree)
     for name in FLAGS.tasks:
-        result, record, teacher_ms, budget = run_task(name, tree, flops)
+        result, record, teacher_ms, budget = run_task(name, tree, flops, tree_digest)
         text = section(name, env, result, record, teacher_ms, budget)
         print(text, flush=True)
         if FLAGS.write if FLAGS.write is not None else not FLAGS.quick:
