@@ -72,7 +72,8 @@ class ConverterPool:
         self._generation = 0
         self._queued: list[PendingBatch] = []  # the current worker's batches, in order
         self._start_error: RuntimeError | None = None  # no worker could be started
-        self._pool = self._started_worker()
+        self._pool: cf.ProcessPoolExecutor | None = None  # started by the first submit: a
+        # resumed profile with nothing left to measure never pays TensorFlow's start-up
 
     def _started_worker(self) -> cf.ProcessPoolExecutor:
         """A worker that has converted the calibration kernel once, untimed by `timeout_s`, so
@@ -100,6 +101,14 @@ class ConverterPool:
             "on this machine and rerun the same command to resume."
         )
 
+    def _start_or_record(self) -> cf.ProcessPoolExecutor:
+        """`_started_worker()`; its failure is kept, so that every runner stops with it."""
+        try:
+            return self._started_worker()
+        except RuntimeError as e:
+            self._start_error = e
+            raise
+
     def submit(self, specs: list[LayerSpec]) -> PendingBatch:
         """Queues `specs` for conversion; `result` waits for them."""
         while True:
@@ -107,6 +116,8 @@ class ConverterPool:
                 if self._start_error is not None:  # every runner stops with the same reason
                     raise self._start_error
                 generation = self._generation
+                if self._pool is None:
+                    self._pool = self._start_or_record()
                 try:
                     future = self._pool.submit(self._convert, [s.to_dict() for s in specs])
                 except BrokenProcessPool:  # a batch queued before this one killed the worker
@@ -175,19 +186,16 @@ class ConverterPool:
             if culprit is not None:
                 culprit.fault = fault
             self._pool.shutdown(wait=False, cancel_futures=True)
-            try:
-                self._pool = self._started_worker()
-            except RuntimeError as e:
-                self._start_error = e
-                raise
+            self._pool = self._start_or_record()
             self._generation += 1
             self._queued = []
 
     def close(self) -> None:
         """Stops the worker at once: a batch converted ahead is not waited for (it may hang)."""
         with self._lock:
-            _kill_workers(self._pool)
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if self._pool is not None:
+                _kill_workers(self._pool)
+                self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> ConverterPool:
         return self
