@@ -72,3 +72,32 @@ def test_recurrent(kind, gates):
 def test_split_variables_include_dims_and_log_sizes():
     v = split_variables(LayerSpec("dense", dict(m=1, cin=256, cout=128)))
     assert v["cin"] == 256 and v["cout"] == 128 and 16 < v["log2_flops"] < 17
+
+
+@pytest.mark.parametrize(
+    "kind, dims, attrs",
+    [
+        ("concat", dict(h=8, w=8, c=80, n=5), {}),
+        ("concat", dict(h=8, w=8, c=96, n=6), {}),
+        ("pool2d", dict(h=8, w=8, c=16, kh=1, kw=1, sh=2, sw=2), dict(op="avg", padding="valid")),
+        ("pool2d", dict(h=8, w=8, c=16, kh=1, kw=1, sh=2, sw=2), dict(op="max", padding="same")),
+        ("pool2d", dict(h=8, w=8, c=16, kh=2, kw=2, sh=2, sw=2), dict(op="avg", padding="valid")),
+    ],
+)
+def test_steps_count_exactly_the_kernels_xnnpack_leaves_to_tflite(kind, dims, attrs):
+    # The converted single-kernel model, as the profiler times it: a DELEGATE node in its
+    # plan means XNNPack took the kernel; without one, TFLite's builtin kernel runs it, pixel
+    # by pixel, which the `steps` feature counts.
+    from ai_edge_litert.interpreter import Interpreter
+
+    from fdi_keras.export import to_tflite
+    from fdi_keras.profiling.build import build_kernel_model
+
+    spec = LayerSpec(kind, dims, attrs)
+    interpreter = Interpreter(model_content=to_tflite(build_kernel_model(spec)))
+    interpreter.allocate_tensors()
+    delegated = "DELEGATE" in [d["op_name"] for d in interpreter._get_ops_details()]
+    steps = compute_features(spec)["steps"]
+    assert (steps == 0) == delegated
+    if not delegated:
+        assert steps == (8 * 8 * dims["n"] if kind == "concat" else 4 * 4)

@@ -9,9 +9,9 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 | depthwise_conv2d | h=w in 1..224 (k..224 with `valid` padding), cin 8..1024, multiplier 1 |
 |  | (sometimes 2), k in {3,5,7}, stride 1 or 2 |
 | dense | m=1 (sometimes a sequence of 2..128 rows), cin 8..4096, cout 4..4096 |
-| pool2d | h in 4..112, c 8..512, k 2 or 3, stride 1 or 2, max or avg |
+| pool2d | h in 4..112, c 8..512, k 2 or 3 at stride 1 or 2, or k 1 at stride 2; max or avg |
 | global_pool | h in 1..32, c 8..2048, avg (sometimes max) |
-| add / concat / pad | h in 1..112, c 8..1024; concat of 2..4 inputs; pad 1..2 per axis |
+| add / concat / pad | h in 1..112, c 8..1024; concat of 2..8 inputs; pad 1..2 per axis |
 | lrn | h in 7..56, c 16..512, radius 2..5 |
 | activation / softmax | 16..2^20 elements (softmax up to 4096) |
 | gru / lstm | timesteps 8..256, input 3..128, units 8..256 |
@@ -51,10 +51,10 @@ DEFAULT_COUNTS = {
     "conv2d": 350,
     "depthwise_conv2d": 300,
     "dense": 200,
-    "pool2d": 60,
+    "pool2d": 80,
     "global_pool": 40,
     "add": 60,
-    "concat": 40,
+    "concat": 60,
     "pad": 40,
     "activation": 80,
     "softmax": 30,
@@ -145,8 +145,10 @@ def _dense(rng):
 
 
 def _pool(rng):
-    k = int(rng.choice([2, 3]))
-    s = int(rng.choice([1, 2], p=[0.3, 0.7]))
+    # 1x1 windows at stride 2: NASNet's `_adjust_block` subsamples so. XNNPack does not take
+    # them (TFLite's builtin kernel runs them), so they are not the 2x2 and 3x3 line.
+    k = int(rng.choice([1, 2, 3], p=[0.3, 0.35, 0.35]))
+    s = 2 if k == 1 else int(rng.choice([1, 2], p=[0.3, 0.7]))
     h = _logint(rng, 4, 112)
     attrs = {
         "op": "max" if rng.random() < 0.6 else "avg",
@@ -170,7 +172,9 @@ def _hwc(rng):
 
 
 def _concat(rng):
-    return {**_hwc(rng), "n": int(rng.integers(2, 5))}, {}, None
+    # Up to 8 inputs: XNNPack takes at most 5 (NASNet's cells concatenate 6, which TFLite's
+    # builtin kernel runs), so the tree needs rows on both sides of that limit.
+    return {**_hwc(rng), "n": int(rng.integers(2, 9))}, {}, None
 
 
 def _pad(rng):

@@ -10,7 +10,7 @@ from fdi_keras.features import FEATURES
 
 def design_matrix(features: list[dict]) -> np.ndarray:
     """Columns: intercept, then FEATURES (FLOPs, bytes in, bytes out, parameter bytes,
-    recurrent steps)."""
+    runtime loop steps: recurrent timesteps, the per-pixel loops of ops XNNPack leaves to TFLite)."""
     return np.array([[1.0] + [f[name] for name in FEATURES] for f in features])
 
 

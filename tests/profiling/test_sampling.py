@@ -62,6 +62,20 @@ def test_the_default_depthwise_draw_covers_7x7_windows():
     }
 
 
+def test_the_default_draws_cover_the_ops_xnnpack_leaves_to_tflite():
+    # XNNPack takes no concatenation of more than 5 inputs and no 1x1 pooling at stride 2
+    # (NASNet has both); TFLite's builtin kernels run them, so the trees need rows of both
+    # sides of each limit, enough for a leaf of their own (min_samples_leaf=20).
+    concats = sample_configs("concat", DEFAULT_COUNTS["concat"])
+    assert sum(s.dims["n"] > 5 for s in concats) >= 20
+    assert sum(s.dims["n"] <= 5 for s in concats) >= 20
+    assert all(s.dims["c"] >= s.dims["n"] for s in concats)  # every input has a channel
+    pools = sample_configs("pool2d", DEFAULT_COUNTS["pool2d"])
+    ones = [s for s in pools if s.dims["kh"] == 1]
+    assert len(ones) >= 20 and all(s.dims["sh"] == 2 for s in ones)
+    assert {s.attrs["op"] for s in ones} == {"max", "avg"}
+
+
 def test_dtype_and_threads_are_carried():
     s = sample_configs("dense", 3, dtype="int8", threads=2)[0]
     assert (s.dtype, s.threads) == ("int8", 2)
