@@ -9,8 +9,8 @@ from fdi_keras.features import FEATURES
 
 
 def design_matrix(features: list[dict]) -> np.ndarray:
-    """Columns: intercept, then FEATURES (FLOPs, bytes in, bytes out, parameter bytes,
-    runtime loop steps: recurrent timesteps, the per-pixel loops of ops XNNPack leaves to TFLite)."""
+    """Columns: intercept, then FEATURES (FLOPs, bytes in, bytes out, parameter bytes, the
+    runtime's loop steps: recurrent timesteps, per-pixel loops of ops XNNPack leaves to TFLite)."""
     return np.array([[1.0] + [f[name] for name in FEATURES] for f in features])
 
 
