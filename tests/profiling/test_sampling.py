@@ -1,3 +1,5 @@
+from collections import Counter
+
 import pytest
 
 from fdi_keras.features import compute_features
@@ -74,6 +76,14 @@ def test_the_default_draws_cover_the_ops_xnnpack_leaves_to_tflite():
     ones = [s for s in pools if s.dims["kh"] == 1]
     assert len(ones) >= 20 and all(s.dims["sh"] == 2 for s in ones)
     assert {s.attrs["op"] for s in ones} == {"max", "avg"}
+
+
+def test_the_default_draws_give_every_activation_function_a_leaf_of_its_own():
+    # gelu runs about 3x relu per element: sharing relu's leaf, it was predicted 60% low.
+    # A leaf needs min_samples_leaf=20 training rows after the validation sweeps are held out.
+    fns = Counter(s.attrs["fn"] for s in sample_configs("activation", DEFAULT_COUNTS["activation"]))
+    assert set(fns) == set(KINDS["activation"][1]["fn"])
+    assert min(fns.values()) >= 30
 
 
 def test_dtype_and_threads_are_carried():
