@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import re
 import time
 
+import numpy as np
+
 from fdi_keras.atomic import atomic_write_bytes
+from fdi_keras.profiling.convert import CALIBRATION_SPEC, convert_spec
 from fdi_keras.profiling.runners import cpu_model
+from fdi_keras.profiling.store import read_rows
 
 # Configurations per kernel kind in the timing benchmark's profile of this CPU, which the
 # compression and rebirth benchmarks extend with the kinds their models need.
@@ -57,3 +62,28 @@ def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def calibration_model(dtype: str = "float32") -> bytes:
+    """The profiler's calibration kernel (timed with every batch of a profile) as a TFLite
+    flatbuffer: timed next to a benchmark's models, it says how fast the machine runs now."""
+    return convert_spec(dataclasses.replace(CALIBRATION_SPEC, dtype=dtype))
+
+
+def machine_speed(profile_dir: str, calibration_min_us: float) -> str:
+    """One sentence: this run's calibration-kernel time against its median over the profile
+    in `profile_dir`. On a shared VM the same code runs tens of percent slower for hours at a
+    time, which every time measured in the run shares and no prediction from the profile
+    knows; this says by how much, next to the figures it moves."""
+    rows = read_rows(os.path.join(profile_dir, "profile.jsonl"))
+    calibration = [r["calibration_us"] for r in rows if r.get("calibration_us")]
+    if not calibration:
+        return "Machine speed: the profile has no calibration times to compare with."
+    reference = float(np.median(calibration))
+    change = calibration_min_us / reference - 1
+    return (
+        f"Machine speed: the profiler's calibration kernel took {calibration_min_us:.1f} us in "
+        f"this run, {100 * change:+.1f}% against its median over `{profile_dir}` "
+        f"({reference:.1f} us): times measured here are that much "
+        f"{'slower' if change > 0 else 'faster'} than the profile's machine ran."
+    )

@@ -42,7 +42,13 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import baselines  # noqa: E402
-from benchmarks.common import environment, table, write_section  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    calibration_model,
+    environment,
+    machine_speed,
+    table,
+    write_section,
+)
 from examples import models  # noqa: E402
 from fdi_keras import datasets, latency_aware, predict_latency  # noqa: E402
 from fdi_keras.atomic import atomic_write_bytes  # noqa: E402
@@ -308,15 +314,22 @@ def epoch_overhead(dense, tree, target_ms, x, y, rounds=6, samples=OVERHEAD_SAMP
 
 
 def measured(teacher, tree, runs, task_dir):
-    """Times the teacher (twice: the noise floor) and every run's model side by side."""
+    """Times the teacher (twice: the noise floor), the profiler's calibration kernel (the
+    machine's speed against the profile's) and every run's model side by side."""
     with contextlib.redirect_stdout(io.StringIO()):
-        flatbuffers = [to_tflite(teacher)] * 2 + [
+        flatbuffers = [to_tflite(teacher)] * 2 + [calibration_model()]
+        flatbuffers += [
             to_tflite(keras.models.load_model(os.path.join(task_dir, r["file"]))) for r in runs
         ]
     timings = measure_latency(flatbuffers, rounds=21)
-    for run, t in zip(runs, timings[2:]):
+    for run, t in zip(runs, timings[3:]):
         run |= {"ms": t.min_ms, "median": t.median_ms, "spread": t.spread}
-    return {"teacher": timings[0], "teacher again": timings[1], "runs": runs}
+    return {
+        "teacher": timings[0],
+        "teacher again": timings[1],
+        "calibration": timings[2],
+        "runs": runs,
+    }
 
 
 def fastest_at(runs, method, accuracy_floor):
@@ -429,7 +442,8 @@ def section(name, env, result, record, teacher_ms, budget) -> str:
             + "). Targets: the teacher's latency predicted on "
             f"`{FLAGS.tree}` divided by the speedup. LiteRT XNNPack, 1 thread, fp32, batch 1; "
             "every model timed side by side (21 interleaved rounds); noise floor, the teacher "
-            f"timed twice in the same run: {100 * floor:.1f}% apart.",
+            f"timed twice in the same run: {100 * floor:.1f}% apart. "
+            + machine_speed(os.path.dirname(FLAGS.tree), result["calibration"].min_us),
             "",
             table(header, rows),
             "",
