@@ -44,6 +44,7 @@ def test_dense_and_int8_bytes():
         "bytes_out": 128,
         "param_bytes": 256 * 128 + 128,
         "steps": 0,
+        "copies": 0,
     }
 
 
@@ -57,6 +58,9 @@ def test_pools_and_elementwise():
     assert (a["flops"], a["bytes_in"]) == (14 * 14 * 64, 2 * 14 * 14 * 64 * 4)
     p = feats("pad", dict(h=14, w=14, c=8, ph=1, pw=2))
     assert p["bytes_out"] == 15 * 16 * 8 * 4
+    assert p["copies"] == 15 * 16  # each output pixel's channels, apart
+    assert feats("concat", dict(h=14, w=14, c=64, n=4))["copies"] == 14 * 14 * 4
+    assert a["copies"] == g["copies"] == 0  # one contiguous tensor, or a reduction
     assert feats("lrn", dict(h=7, w=7, c=16, radius=2))["flops"] == 7 * 7 * 16 * 5
     assert feats("softmax", dict(n=1000))["flops"] == 1000
 

@@ -10,7 +10,8 @@ from fdi_keras.features import FEATURES
 
 def design_matrix(features: list[dict]) -> np.ndarray:
     """Columns: intercept, then FEATURES (FLOPs, bytes in, bytes out, parameter bytes, the
-    runtime's loop steps: recurrent timesteps, per-pixel loops of ops XNNPack leaves to TFLite)."""
+    runtime's loop steps: recurrent timesteps, per-pixel loops of ops XNNPack leaves to TFLite;
+    the runs a padding or concatenation copies)."""
     return np.array([[1.0] + [f[name] for name in FEATURES] for f in features])
 
 

@@ -22,7 +22,9 @@ from fdi_keras.timing.composition import MIN_NETWORKS, STATISTICS, Composition
 from fdi_keras.timing.leaf import design_matrix, relative_sse
 
 FORMAT = "fdi_keras.timing_tree"
-FORMAT_VERSION = 4  # 2: leaves gained `steps`; 3: the composition term; 4: its memory curve
+# 2: leaves gained `steps`; 3: the composition term; 4: its memory curve; 5: leaves gained
+# `copies` (a tree of 2-4 reads with a zero weight for it: it predicts what it did)
+FORMAT_VERSION = 5
 TILES = (1, 4, 8, 16, 32)
 
 
@@ -468,7 +470,8 @@ class TimingTree:
                 f"{source} is not an fdi_keras timing tree (no 'format': {FORMAT!r} field)."
             )
         # 2: no composition term; 3: one bandwidth or a cache step instead of the memory curve
-        if data.get("format_version") not in (2, 3, FORMAT_VERSION):
+        version = data.get("format_version")
+        if version not in (2, 3, 4, FORMAT_VERSION):
             raise TreeFormatError(
                 f"{source} has format_version {data.get('format_version')!r}; this fdi_keras "
                 f"reads versions 2 to {FORMAT_VERSION}. Refit it: rerun tools/profile_device.py "
@@ -489,6 +492,10 @@ class TimingTree:
             tree.kinds_ = {}
             for kind, m in data["kinds"].items():
                 flat = growth.FlatTree(**{f: m["tree"][f] for f in fields})
+                if version < 5:  # saved without the `copies` feature: it weighs nothing
+                    flat.weights = [
+                        [*w, 0.0] if len(w) == len(FEATURES) else w for w in flat.weights
+                    ]
                 if not flat.left or any(len(w) != len(FEATURES) + 1 for w in flat.weights):
                     raise TreeFormatError(
                         f"{source}: the {kind!r} tree has no nodes or leaf "

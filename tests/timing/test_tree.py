@@ -74,6 +74,17 @@ def test_json_round_trip(fitted, tmp_path):
     assert loaded.explain() == tree.explain()
 
 
+def test_a_tree_saved_before_the_copies_feature_predicts_what_it_did(fitted, tmp_path):
+    tree, specs, _ = fitted
+    data = tree.to_dict()
+    for m in data["kinds"].values():  # version 4: leaf weights over [1, *FEATURES[:-1]]
+        assert all(w[-1] == 0 for w in m["tree"]["weights"])  # dense copies nothing
+        m["tree"]["weights"] = [w[:-1] for w in m["tree"]["weights"]]
+    path = tmp_path / "tree.json"
+    path.write_text(json.dumps({**data, "format_version": 4}))
+    np.testing.assert_allclose(TimingTree.load(str(path)).predict(specs), tree.predict(specs))
+
+
 def test_corrupt_file(tmp_path):
     path = tmp_path / "tree.json"
     path.write_text('{"format": "fdi_keras.timing_tree", "format_')
@@ -88,7 +99,7 @@ def test_foreign_and_other_version_files(fitted, tmp_path):
         TimingTree.load(str(path))
     data = fitted[0].to_dict()
     path.write_text(json.dumps({**data, "format_version": 99}))
-    with pytest.raises(TreeFormatError, match="format_version 99.*versions 2 to 4.*profile_device"):
+    with pytest.raises(TreeFormatError, match="format_version 99.*versions 2 to 5.*profile_device"):
         TimingTree.load(str(path))
     del data["overhead_us"]
     path.write_text(json.dumps(data))
