@@ -23,8 +23,10 @@ def test_machine_speed_compares_with_the_median_calibration_time_of_the_profile(
         for i, t in enumerate(times):
             f.write(json.dumps({"key": str(i), "calibration_us": t}) + "\n")
     slower = machine_speed(str(tmp_path), 65.0)
-    assert "+30.0%" in slower and "slower" in slower and "(50.0 us)" in slower
+    assert "+30.0%" in slower and "30% slower" in slower and "(50.0 us)" in slower
     assert "-10.0%" in machine_speed(str(tmp_path), 45.0)
+    assert "10% faster" in machine_speed(str(tmp_path), 45.0)
+    assert "as fast as when it was profiled" in machine_speed(str(tmp_path), 50.5)
 
 
 def test_machine_speed_says_when_the_profile_has_no_calibration_times(tmp_path):
