@@ -222,7 +222,7 @@ def main(argv):
         f"Tree: fitted on every row of `{FLAGS.profile_dir}` (`make profile`): "
         + ", ".join(f"{k} {len(profiled[k][1])}" for k in sorted(profiled))
         + f", and {len(network_rows(rows)[0])} random networks timed whole; profiling took "
-        f"{profiling_minutes(rows):.1f} min (pauses of over {IDLE_MINUTES} min between runs "
+        f"{profiling_minutes(rows):.1f} min (gaps of over {IDLE_MINUTES} min between rows "
         "left out).",
         "",
         "### Per kind, on an independent held-out set",
