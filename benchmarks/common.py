@@ -14,6 +14,7 @@ from fdi_keras.atomic import atomic_write_bytes
 from fdi_keras.profiling.convert import CALIBRATION_SPEC, convert_spec
 from fdi_keras.profiling.runners import cpu_model
 from fdi_keras.profiling.store import read_rows
+from fdi_keras.timing.tree import calibration_reference
 
 # Configurations per kernel kind in the timing benchmark's profile of this CPU, which the
 # compression and rebirth benchmarks extend with the kinds their models need.
@@ -77,11 +78,9 @@ def machine_speed(profile_dir: str, calibration_min_us: float) -> str:
     in `profile_dir`. On a shared VM the same code runs tens of percent slower for hours at a
     time, which every time measured in the run shares and no prediction from the profile
     knows; this says by how much, next to the figures it moves."""
-    rows = read_rows(os.path.join(profile_dir, "profile.jsonl"))
-    calibration = [r["calibration_us"] for r in rows if r.get("calibration_us")]
-    if not calibration:
+    reference = calibration_reference(read_rows(os.path.join(profile_dir, "profile.jsonl")))
+    if not np.isfinite(reference):
         return "Machine speed: the profile has no calibration times to compare with."
-    reference = float(np.median(calibration))
     change = calibration_min_us / reference - 1
     verdict = (
         f"the machine ran as fast as when it was profiled (within {100 * SAME_SPEED:.0f}%)"

@@ -25,6 +25,8 @@ FORMAT = "fdi_keras.timing_tree"
 # 2: leaves gained `steps`; 3: the composition term; 4: its memory curve; 5: leaves gained
 # `copies` (a tree of 2-4 reads with a zero weight for it: it predicts what it did)
 FORMAT_VERSION = 5
+# A format 2-4 leaf's weights: the intercept and the features before `copies`.
+LEAF_WEIGHTS_BEFORE_COPIES = 1 + FEATURES.index("copies")
 TILES = (1, 4, 8, 16, 32)
 
 
@@ -36,7 +38,9 @@ def _drift_factors(rows, reference, drift_correction):
     return np.where(ok, reference / np.where(ok, calibration, 1.0), 1.0)
 
 
-def _reference(rows) -> float:
+def calibration_reference(rows) -> float:
+    """The median calibration-kernel time (us) over profile `rows` (NaN without one): what
+    drift correction divides by, and what a later run's calibration time is compared with."""
     calibration = np.array([r.get("calibration_us") or np.nan for r in rows], dtype=float)
     return float(np.nanmedian(calibration)) if np.isfinite(calibration).any() else np.nan
 
@@ -45,7 +49,7 @@ def rows_to_dataset(rows: Iterable[dict], drift_correction: bool = True):
     """Profile rows -> {kind: (specs, times_us)} of the kernel kinds, dividing out drift of the
     calibration kernel. Whole-network rows are left out (see `network_rows`)."""
     rows = [r for r in rows if r.get("status") == "ok"]
-    reference = _reference(rows)
+    reference = calibration_reference(rows)
     rows = [r for r in rows if r["spec"]["kind"] != NETWORK]
     data: dict[str, tuple[list, list]] = {}
     for row, factor in zip(rows, _drift_factors(rows, reference, drift_correction)):
@@ -59,7 +63,7 @@ def network_rows(rows: Iterable[dict], drift_correction: bool = True):
     """The whole-network rows: (specs, {statistic: times_us}), drift divided out relative to
     the same reference as the kernel rows."""
     rows = [r for r in rows if r.get("status") == "ok"]
-    reference = _reference(rows)
+    reference = calibration_reference(rows)
     rows = [r for r in rows if r["spec"]["kind"] == NETWORK]
     factors = _drift_factors(rows, reference, drift_correction)
     specs = [LayerSpec.from_dict(r["spec"]) for r in rows]
@@ -473,7 +477,7 @@ class TimingTree:
         version = data.get("format_version")
         if version not in (2, 3, 4, FORMAT_VERSION):
             raise TreeFormatError(
-                f"{source} has format_version {data.get('format_version')!r}; this fdi_keras "
+                f"{source} has format_version {version!r}; this fdi_keras "
                 f"reads versions 2 to {FORMAT_VERSION}. Refit it: rerun tools/profile_device.py "
                 "with the same --out_dir, which keeps every measured row of profile.jsonl and "
                 "only refits the tree."
@@ -494,7 +498,8 @@ class TimingTree:
                 flat = growth.FlatTree(**{f: m["tree"][f] for f in fields})
                 if version < 5:  # saved without the `copies` feature: it weighs nothing
                     flat.weights = [
-                        [*w, 0.0] if len(w) == len(FEATURES) else w for w in flat.weights
+                        [*w, 0.0] if len(w) == LEAF_WEIGHTS_BEFORE_COPIES else w
+                        for w in flat.weights
                     ]
                 if not flat.left or any(len(w) != len(FEATURES) + 1 for w in flat.weights):
                     raise TreeFormatError(
