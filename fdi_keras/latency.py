@@ -11,18 +11,30 @@ from fdi_keras.features import weight_bytes
 from fdi_keras.graph import trace
 from fdi_keras.graph.registry import registered
 from fdi_keras.kernels import model_kernels
-from fdi_keras.timing.tree import TimingTree
+from fdi_keras.timing.tree import TimingTree, timed_as
 
 
 @dataclasses.dataclass
 class KernelRow:
-    """One kernel's prediction: its spec, the Keras layers it runs, the tree leaf used."""
+    """One kernel's prediction: its spec, the Keras layers it runs, the tree leaf used (in
+    the tree of `timed_by`: its own kind's, or conv2d's for a Dense over several rows, see
+    `fdi_keras.timing.tree.timed_as`)."""
 
     layers: list[str]
     kind: str
     dims: dict
     leaf: int
     time_us: float
+    timed_by: str = ""
+
+    def __post_init__(self):
+        self.timed_by = self.timed_by or self.kind
+
+    @property
+    def leaf_name(self) -> str:
+        """The leaf as `explain()` lists it: its number, after its tree's kind when that is
+        not the kernel's own."""
+        return str(self.leaf) if self.timed_by == self.kind else f"{self.timed_by}/{self.leaf}"
 
 
 @dataclasses.dataclass
@@ -76,17 +88,17 @@ class LatencyReport:
         }
 
     def __str__(self) -> str:
-        lines = [f"{'layers':<44} {'kind':<17} {'leaf':>4} {'time_us':>9} {'share':>6}"]
+        lines = [f"{'layers':<44} {'kind':<17} {'leaf':>9} {'time_us':>9} {'share':>6}"]
         total = self.total_us
         for r in self.rows:
             name = "+".join(r.layers)
             name = name if len(name) <= 44 else name[:41] + "..."
             lines.append(
-                f"{name:<44} {r.kind:<17} {r.leaf:>4} {r.time_us:>9.1f} "
+                f"{name:<44} {r.kind:<17} {r.leaf_name:>9} {r.time_us:>9.1f} "
                 f"{100 * r.time_us / total:>5.1f}%"
             )
-        lines.append(f"{'invoke overhead':<44} {'':<17} {'':>4} {self.overhead_us:>9.1f}")
-        lines.append(f"{'total':<44} {'':<17} {'':>4} {total:>9.1f}  = {self.total_ms:.3f} ms")
+        lines.append(f"{'invoke overhead':<44} {'':<17} {'':>9} {self.overhead_us:>9.1f}")
+        lines.append(f"{'total':<44} {'':<17} {'':>9} {total:>9.1f}  = {self.total_ms:.3f} ms")
         return "\n".join(lines)
 
 
@@ -134,5 +146,6 @@ def predict_latency(
     for kernel, spec in zip(kernels, specs):
         leaf = tree.leaf(spec)[0]
         time_us = tree.kernel_in_model(spec, statistic, model_bytes)
-        rows.append(KernelRow(kernel.layers, spec.kind, dict(spec.dims), leaf, time_us))
+        timed_by = timed_as(spec).kind
+        rows.append(KernelRow(kernel.layers, spec.kind, dict(spec.dims), leaf, time_us, timed_by))
     return LatencyReport(rows, tree.invoke_overhead(statistic), statistic)

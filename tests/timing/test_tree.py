@@ -8,6 +8,7 @@ from fdi_keras.features import compute_features
 from fdi_keras.profiling.sampling import sample_configs
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing import FlopsLinear, TimingTree
+from fdi_keras.timing.tree import timed_as
 
 
 def staircase_data(n=500, seed=0):
@@ -163,3 +164,38 @@ def test_a_leaf_s_fixed_cost_is_at_most_the_kind_s_fastest_time(fitted):
     tree, _, times = fitted
     flat = tree.kinds_["dense"]["tree"]
     assert all(w[0] <= times.min() * (1 + 1e-9) for w in flat.weights)
+
+
+def test_a_dense_layer_over_several_rows_is_timed_as_its_1x1_convolution():
+    one_row = LayerSpec("dense", dict(m=1, cin=96, cout=192))
+    assert timed_as(one_row) is one_row
+    feature_map = timed_as(LayerSpec("dense", dict(m=64, cin=96, cout=192), dtype="int8"))
+    assert (feature_map.kind, feature_map.dtype) == ("conv2d", "int8")
+    assert feature_map.dims == dict(h=8, w=8, cin=96, cout=192, kh=1, kw=1, sh=1, sw=1)
+    assert timed_as(LayerSpec("dense", dict(m=23, cin=4, cout=4))).dims["w"] == 23  # a prime
+    assert timed_as(LayerSpec("dense", dict(m=12, cin=4, cout=4))).dims["h"] == 3
+    dense = LayerSpec("dense", dict(m=64, cin=96, cout=192))
+    conv = timed_as(dense)
+    for name in ("flops", "param_bytes", "bytes_in", "bytes_out"):
+        assert compute_features(dense)[name] == compute_features(conv)[name]
+
+
+def test_a_dense_over_several_rows_is_predicted_by_the_conv2d_tree():
+    specs, y = staircase_data(200)
+    rng = np.random.default_rng(3)
+    convs = [
+        LayerSpec("conv2d", dict(h=h, w=h, cin=c, cout=c, kh=1, kw=1, sh=1, sw=1))
+        for h, c in zip(rng.integers(1, 16, 100), rng.integers(8, 128, 100))
+    ]
+    conv_time = [1.0 + 1e-3 * compute_features(s)["flops"] for s in convs]
+    tree = TimingTree().fit([*specs, *convs], [*y, *conv_time])
+    wide = LayerSpec("dense", dict(m=64, cin=96, cout=192))
+    assert tree.predict_one(wide) == tree.predict_one(timed_as(wide))
+    assert tree.predict_one(wide) == pytest.approx(1.0 + 1e-3 * 2 * 64 * 96 * 192, rel=0.05)
+    one_row = LayerSpec("dense", dict(m=1, cin=96, cout=192))  # the dense tree's
+    assert tree.predict_one(one_row) == TimingTree().fit(specs, y).predict_one(one_row)
+
+
+def test_a_dense_over_several_rows_without_a_conv2d_tree_says_which_tree_it_needs(fitted):
+    with pytest.raises(MissingKindError, match=r"1x1 convolution.*conv2d tree.*--kinds=conv2d"):
+        fitted[0].predict_one(LayerSpec("dense", dict(m=8, cin=64, cout=64)))
