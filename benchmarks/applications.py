@@ -8,7 +8,11 @@ float32, with the tree's thread count), and the prediction without
 the composition term (the sum of single-kernel times: the ablation); then the same with about
 half of every gate group's channels closed at random and stripped (a thinned variant). None
 of these models, nor any of their layers' exact shapes by design, was used to fit the tree.
-The noise floor is the same models measured a second time in the same run.
+The noise floor is the same models measured a second time in the same run. Every round is
+timed beside the profiler's calibration kernel, and retaken while that kernel runs more than
+2% off its median over the tree's profile: on this shared VM a slow spell once left
+MobileNetV2 stored 14% slow (the calibration kernel 9% slow beside it), which read as a
+prediction error.
 
 With `--alone=ResNet50,...` the listed models' kernels are also timed one by one with the
 profiler's protocol (resumable, kept under benchmarks/out/applications/alone): that splits a

@@ -46,6 +46,7 @@ from benchmarks.common import (  # noqa: E402
     calibration_model,
     environment,
     machine_speed,
+    require_float32_single_thread,
     table,
     write_section,
 )
@@ -473,6 +474,7 @@ def main(argv):
     del argv
     env = environment()
     tree = TimingTree.load(FLAGS.tree)
+    require_float32_single_thread(tree, FLAGS.tree)
     tree_digest = file_digest(FLAGS.tree)  # read with the tree: every run of this call keys on it
     flops = flops_cost(FLAGS.tree)
     for name in FLAGS.tasks:

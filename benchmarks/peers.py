@@ -6,8 +6,11 @@
   the nearest measured configurations in log-dimension space.
 - `fdi_keras.timing.FlopsLinear`: what FLOP-driven compressors assume.
 
-All of them predict log time from the same variables (raw dims, categorical indicators, log
-FLOPs and bytes) and are fitted per kind; none sees the held-out rows.
+All of them predict log time from the same variables: the raw dims and categorical indicators
+the tree splits on, and the log of every feature its leaves are linear in
+(`fdi_keras.features.FEATURES`: FLOPs, bytes in and out, parameter bytes, `steps`, `copies`).
+They are fitted per kind (a Dense over several rows stays with the dense rows: the peers are
+given the rows as profiled); none sees the held-out rows.
 """
 
 from __future__ import annotations

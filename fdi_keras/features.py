@@ -128,15 +128,17 @@ def _steps(spec: LayerSpec) -> int:
 
 
 def _copies(spec: LayerSpec) -> int:
-    """The contiguous runs a data-movement kernel copies one at a time: a padding copies each
-    output pixel's channels apart (its rows are cut by the padded columns), and a
+    """The contiguous runs an XNNPack data-movement kernel copies one at a time: a padding
+    copies each output pixel's channels apart (its rows are cut by the padded columns), and a
     concatenation copies each input's channels of each pixel. With few channels per run, the
     fixed cost of a run dominates, which no byte count shows (on one AMD EPYC VM a pad of
-    57x57x14 took 31.9 us where the bytes of wide pads predicted 19.4). 0 for other kinds."""
+    57x57x14 took 31.9 us where the bytes of wide pads predicted 19.4). 0 for other kinds,
+    and for a concatenation XNNPack does not take: its runs are its `steps` (one count, not
+    two equal columns of which a leaf could weigh either)."""
     d = spec.dims
     if spec.kind == "pad":
         return (d["h"] + d["ph"]) * (d["w"] + d["pw"])
-    if spec.kind == "concat":
+    if spec.kind == "concat" and d["n"] <= XNNPACK_MAX_CONCAT_INPUTS:
         return d["h"] * d["w"] * d["n"]
     return 0
 

@@ -60,6 +60,8 @@ def test_pools_and_elementwise():
     assert p["bytes_out"] == 15 * 16 * 8 * 4
     assert p["copies"] == 15 * 16  # each output pixel's channels, apart
     assert feats("concat", dict(h=14, w=14, c=64, n=4))["copies"] == 14 * 14 * 4
+    many = feats("concat", dict(h=14, w=14, c=64, n=6))  # TFLite's builtin kernel: in steps
+    assert (many["copies"], many["steps"]) == (0, 14 * 14 * 6)
     assert a["copies"] == g["copies"] == 0  # one contiguous tensor, or a reduction
     assert feats("lrn", dict(h=7, w=7, c=16, radius=2))["flops"] == 7 * 7 * 16 * 5
     assert feats("softmax", dict(n=1000))["flops"] == 1000

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fdi_keras.errors import MissingKindError, TreeFormatError
-from fdi_keras.features import compute_features
+from fdi_keras.features import FEATURES, compute_features
 from fdi_keras.profiling.sampling import sample_configs
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing import FlopsLinear, TimingTree
@@ -86,6 +86,30 @@ def test_a_tree_saved_before_the_copies_feature_predicts_what_it_did(fitted, tmp
     np.testing.assert_allclose(TimingTree.load(str(path)).predict(specs), tree.predict(specs))
 
 
+def test_a_tree_saved_when_copies_also_counted_builtin_concats_predicts_what_it_did(tmp_path):
+    rng = np.random.default_rng(0)
+    specs = [
+        LayerSpec("concat", dict(h=int(h), w=int(h), c=int(c), n=int(n)))
+        for h, c, n in zip(
+            rng.integers(2, 40, 120), rng.integers(8, 64, 120), rng.integers(2, 9, 120)
+        )
+    ]
+    tree = TimingTree().fit(specs, [1.0 + 1e-3 * s.dims["h"] ** 2 * s.dims["n"] for s in specs])
+    data = tree.to_dict()
+    for w in data["kinds"]["concat"]["tree"]["weights"]:
+        w[-2:] = [2e-3, 1e-3]  # format 5: a leaf weighing both steps and copies
+    path = tmp_path / "tree.json"
+    path.write_text(json.dumps({**data, "format_version": 5}))
+    loaded = TimingTree.load(str(path))
+    for spec in specs:  # format 5 counted a builtin concat's pixel-input runs in both
+        leaf_weights = np.array(tree.leaf(spec)[1])
+        features = compute_features(spec, tree.kinds_["concat"]["tile"])
+        runs = spec.dims["h"] * spec.dims["w"] * spec.dims["n"]
+        before = leaf_weights[:-2] @ [1, *(features[f] for f in FEATURES[:-2])]
+        before += 1e-3 * runs + (2e-3 * runs if spec.dims["n"] > 5 else 0.0)
+        assert loaded.predict_one(spec) == pytest.approx(before)
+
+
 def test_corrupt_file(tmp_path):
     path = tmp_path / "tree.json"
     path.write_text('{"format": "fdi_keras.timing_tree", "format_')
@@ -100,7 +124,7 @@ def test_foreign_and_other_version_files(fitted, tmp_path):
         TimingTree.load(str(path))
     data = fitted[0].to_dict()
     path.write_text(json.dumps({**data, "format_version": 99}))
-    with pytest.raises(TreeFormatError, match="format_version 99.*versions 2 to 5.*profile_device"):
+    with pytest.raises(TreeFormatError, match="format_version 99.*versions 2 to 6.*profile_device"):
         TimingTree.load(str(path))
     del data["overhead_us"]
     path.write_text(json.dumps(data))
