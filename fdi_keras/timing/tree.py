@@ -359,14 +359,8 @@ class TimingTree:
         """(leaf id, leaf weights over [1, *FEATURES], tile) of the leaf `spec` falls in, in
         the tree of `timed_as(spec).kind`."""
         timed = timed_as(spec)
-        if timed.kind != spec.kind and timed.kind not in self.kinds_:
-            self._check_fitted()
-            raise MissingKindError(
-                f"A {spec.kind} kernel of {spec.dims} runs as a 1x1 convolution (one GEMM) "
-                f"and is timed by the {timed.kind} tree, which this tree lacks (it has "
-                f"{sorted(self.kinds_)}). Profile it: tools/profile_device.py "
-                f"--kinds={timed.kind},... with the same --out_dir, then refit."
-            )
+        if timed.kind not in self.kinds_ and spec.kind in self.kinds_:
+            timed = spec  # a dense-only profile: its dense tree was fitted on these rows too
         model = self.kind_model(timed.kind)
         flat = model["tree"]
         node = flat.leaf_of(split_variables(timed))
@@ -375,7 +369,8 @@ class TimingTree:
     def predict_one(self, spec: LayerSpec) -> float:
         """Predicted time of one kernel, microseconds (as a single-kernel model's invoke)."""
         _, w, tile = self.leaf(spec)
-        return float(design_matrix([compute_features(timed_as(spec), tile)])[0] @ w)
+        timed = timed_as(spec) if timed_as(spec).kind in self.kinds_ else spec
+        return float(design_matrix([compute_features(timed, tile)])[0] @ w)
 
     def predict(self, specs: list[LayerSpec]) -> np.ndarray:
         return np.array([self.predict_one(s) for s in specs])
