@@ -116,6 +116,11 @@ class Machine(NamedTuple):
     def change(self, calibration_us: float) -> float:
         return calibration_us / self.reference_us - 1
 
+    def off_speed(self, calibration_us: float) -> bool:
+        """Whether a round ran more than SAME_SPEED off the profiled speed (never, when the
+        profile has no calibration times to compare with: nothing to retake for)."""
+        return bool(np.isfinite(self.reference_us)) and abs(self.change(calibration_us)) > SAME_SPEED
+
 
 def measured(store, key, model, machine, threads=1, dtype="float32"):
     """[first, *again] timings of the model `key` on this CPU with `threads` interpreter
@@ -139,7 +144,7 @@ def measured(store, key, model, machine, threads=1, dtype="float32"):
                 if attempt:
                     time.sleep(RETRY_PAUSE_S)
                 tries.append(measure_latency([flat, machine.calibration], threads=threads))
-                if abs(machine.change(tries[-1][1].min_us)) <= SAME_SPEED:
+                if not machine.off_speed(tries[-1][1].min_us):
                     break
             model_timing, calibration = min(tries, key=lambda t: abs(machine.change(t[1].min_us)))
             timings.append(dataclasses.asdict(model_timing))

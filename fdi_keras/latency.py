@@ -11,7 +11,7 @@ from fdi_keras.features import weight_bytes
 from fdi_keras.graph import trace
 from fdi_keras.graph.registry import registered
 from fdi_keras.kernels import model_kernels
-from fdi_keras.timing.tree import TimingTree, timed_as
+from fdi_keras.timing.tree import TimingTree
 
 
 @dataclasses.dataclass
@@ -146,6 +146,6 @@ def predict_latency(
     for kernel, spec in zip(kernels, specs):
         leaf = tree.leaf(spec)[0]
         time_us = tree.kernel_in_model(spec, statistic, model_bytes)
-        timed_by = timed_as(spec).kind
+        timed_by = tree.timed_spec(spec).kind
         rows.append(KernelRow(kernel.layers, spec.kind, dict(spec.dims), leaf, time_us, timed_by))
     return LatencyReport(rows, tree.invoke_overhead(statistic), statistic)

@@ -31,7 +31,7 @@ from fdi_keras.prune.structure import channel_kind, channel_owners
 from fdi_keras.prune.wrapper import LatencyAware
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing.leaf import design_matrix
-from fdi_keras.timing.tree import TimingTree, timed_as
+from fdi_keras.timing.tree import TimingTree
 
 L = keras.layers
 # Which dims of a kernel are channel counts, and which side sets them: the input's channels,
@@ -228,8 +228,8 @@ def _slope(tree: TimingTree, spec: LayerSpec, dim: str, model_bytes: float) -> f
     with unpadded features (a smooth slope), through the tree's composition term."""
     _, w, _ = tree.leaf(spec)
     wider = spec.replace(**{dim: spec.dims[dim] + 1})
-    x0 = design_matrix([compute_features(timed_as(spec))])[0]  # the leaf's kernel's features
-    x1 = design_matrix([compute_features(timed_as(wider))])[0]
+    x0 = design_matrix([compute_features(tree.timed_spec(spec))])[0]  # the leaf's kernel's features
+    x1 = design_matrix([compute_features(tree.timed_spec(wider))])[0]
     return tree.in_model_slope(float((x1 - x0) @ w), spec, wider, model_bytes)
 
 

@@ -355,12 +355,17 @@ class TimingTree:
             )
         return self.kinds_[kind]
 
+    def timed_spec(self, spec: LayerSpec) -> LayerSpec:
+        """The kernel whose tree and features predict `spec`: `timed_as(spec)`, or `spec`
+        itself when this tree lacks that kind but has `spec`'s (a dense-only profile: its
+        dense tree was fitted on these rows too)."""
+        timed = timed_as(spec)
+        return spec if timed.kind not in self.kinds_ and spec.kind in self.kinds_ else timed
+
     def leaf(self, spec: LayerSpec) -> tuple[int, np.ndarray, int]:
         """(leaf id, leaf weights over [1, *FEATURES], tile) of the leaf `spec` falls in, in
-        the tree of `timed_as(spec).kind`."""
-        timed = timed_as(spec)
-        if timed.kind not in self.kinds_ and spec.kind in self.kinds_:
-            timed = spec  # a dense-only profile: its dense tree was fitted on these rows too
+        the tree of `timed_spec(spec).kind`."""
+        timed = self.timed_spec(spec)
         model = self.kind_model(timed.kind)
         flat = model["tree"]
         node = flat.leaf_of(split_variables(timed))
@@ -369,8 +374,7 @@ class TimingTree:
     def predict_one(self, spec: LayerSpec) -> float:
         """Predicted time of one kernel, microseconds (as a single-kernel model's invoke)."""
         _, w, tile = self.leaf(spec)
-        timed = timed_as(spec) if timed_as(spec).kind in self.kinds_ else spec
-        return float(design_matrix([compute_features(timed, tile)])[0] @ w)
+        return float(design_matrix([compute_features(self.timed_spec(spec), tile)])[0] @ w)
 
     def predict(self, specs: list[LayerSpec]) -> np.ndarray:
         return np.array([self.predict_one(s) for s in specs])
