@@ -119,7 +119,9 @@ class Machine(NamedTuple):
     def off_speed(self, calibration_us: float) -> bool:
         """Whether a round ran more than SAME_SPEED off the profiled speed (never, when the
         profile has no calibration times to compare with: nothing to retake for)."""
-        return bool(np.isfinite(self.reference_us)) and abs(self.change(calibration_us)) > SAME_SPEED
+        return (
+            bool(np.isfinite(self.reference_us)) and abs(self.change(calibration_us)) > SAME_SPEED
+        )
 
 
 def measured(store, key, model, machine, threads=1, dtype="float32"):
