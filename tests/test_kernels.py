@@ -69,6 +69,18 @@ def test_recurrent_and_conv1d():
     assert kernels[2].spec.dims == dict(t=16, cin=16, units=12)
 
 
+def test_grouped_convs_one_group_per_channel_run_as_depthwise():
+    x = keras.Input((8, 8, 16))
+    per_channel = L.Conv2D(32, 7, padding="same", groups=16)(x)  # ConvNeXt's 7x7, multiplier 2
+    model = keras.Model(x, L.Conv2D(32, 3, padding="same", groups=4)(per_channel))
+    first, second = model_kernels(model)
+    assert first.spec.kind == "depthwise_conv2d"
+    assert first.spec.dims == dict(h=8, w=8, cin=16, mult=2, kh=7, kw=7, sh=1, sw=1)
+    # Four groups of 8 input channels: one conv over 8 input channels (the same FLOPs).
+    assert second.spec.kind == "conv2d" and second.spec.dims["cin"] == 8
+    assert predicted_kinds(model) == runtime_kinds(model)
+
+
 def test_unsupported_layer_names_itself_why_and_the_fix():
     x = keras.Input((8, 8, 3))
     model = keras.Model(x, L.Conv2DTranspose(4, 3, name="upsample")(x))

@@ -37,9 +37,22 @@ OP_KIND = {
 }
 
 
+def _op_kind_name(op, shapes) -> str:
+    """The op's name, with a CONV_2D of one input channel per group (its filter's last axis
+    1, its input's more: ConvNeXt's grouped 7x7 convolutions) as the depthwise conv XNNPack
+    runs it as."""
+    if op["op_name"] == "CONV_2D":
+        data, kernel = (shapes[i] for i in op["inputs"][:2])
+        if kernel[-1] == 1 < data[-1]:
+            return "DEPTHWISE_CONV_2D"
+    return op["op_name"]
+
+
 def runtime_kinds(model, recurrent: str = "gru") -> collections.Counter:
     """Kernel kinds of the ops of `model` converted to TFLite (WHILE loops as `recurrent`)."""
-    ops = [d["op_name"] for d in Interpreter(model_content=to_tflite(model))._get_ops_details()]
+    interpreter = Interpreter(model_content=to_tflite(model))
+    shapes = {t["index"]: t["shape"] for t in interpreter.get_tensor_details()}
+    ops = [_op_kind_name(op, shapes) for op in interpreter._get_ops_details()]
     for _ in range(ops.count("WHILE")):
         ops.remove("STRIDED_SLICE")
     return collections.Counter(
