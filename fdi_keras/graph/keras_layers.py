@@ -434,10 +434,17 @@ def _op_activation(name):
 def _register_application_layers() -> None:
     """Layers that keras.applications define for themselves (not public classes: by name).
     ConvNeXt's LayerScale multiplies each channel by a learned gamma: one MUL; strip keeps its
-    channels (its `projection_dim` is fixed in its config)."""
+    channels (its `projection_dim` is fixed in its config). InceptionResNetV2's
+    CustomScaleLayer adds a residual branch times a constant to its shortcut, `x + r * scale`:
+    its inputs are coupled like an Add's, and it runs as one ADD, because the converter folds
+    the scale into the convolution that ends every such branch."""
     register_operation(
         "LayerScale",
         LayerRule(channels="pass", kernels=_elementwise(lambda n: 1), elementwise=True),
+    )
+    register_operation(
+        "CustomScaleLayer",
+        LayerRule(channels="merge", kernels=_elementwise(lambda n: 1), elementwise=True),
     )
 
 

@@ -22,7 +22,15 @@ APPROXIMATE = {
     "NASNetMobile": 0.10,  # 52 ReLUs predicted, 48 run: 4 after an Add with several consumers
 }
 # Converting the largest ones takes 20-60 s each here; they run with `pytest -m slow`.
-SLOW = {"ResNet50", "ResNet50V2", "DenseNet121", "InceptionV3", "Xception", "NASNetMobile"}
+SLOW = {
+    "ResNet50",
+    "ResNet50V2",
+    "DenseNet121",
+    "InceptionV3",
+    "InceptionResNetV2",
+    "Xception",
+    "NASNetMobile",
+}
 
 
 def _params(names):

@@ -70,6 +70,9 @@ ZOO = {
     "DenseNet121": lambda: A.DenseNet121(weights=None, input_shape=(32, 32, 3), classes=10),
     "InceptionV3": lambda: A.InceptionV3(weights=None, input_shape=(75, 75, 3), classes=10),
     "Xception": lambda: A.Xception(weights=None, input_shape=(71, 71, 3), classes=10),
+    "InceptionResNetV2": lambda: A.InceptionResNetV2(
+        weights=None, input_shape=(75, 75, 3), classes=10
+    ),
     "NASNetMobile": lambda: A.NASNetMobile(weights=None, input_shape=(32, 32, 3), classes=10),
     "VGG16": lambda: A.VGG16(weights=None, input_shape=(32, 32, 3), classes=10),
     "ConvNeXtTiny": lambda: A.ConvNeXtTiny(weights=None, input_shape=(32, 32, 3), classes=10),
