@@ -95,6 +95,12 @@ LARGER = {
     # What a newcomer tries first: the stock models at their default 224 px.
     "MobileNetV2_224": lambda: A.MobileNetV2(weights=None),
     "EfficientNetB0_224": lambda: A.EfficientNetB0(weights=None),
+    # Families no test or earlier benchmark builds: nothing was tuned on them.
+    "ResNet101V2_32": lambda: A.ResNet101V2(weights=None, input_shape=(32, 32, 3)),
+    "DenseNet169_32": lambda: A.DenseNet169(weights=None, input_shape=(32, 32, 3)),
+    "EfficientNetB1_64": lambda: A.EfficientNetB1(weights=None, input_shape=(64, 64, 3)),
+    "ConvNeXtSmall_32": lambda: A.ConvNeXtSmall(weights=None, input_shape=(32, 32, 3)),
+    "VGG19_32": lambda: A.VGG19(weights=None, input_shape=(32, 32, 3)),
 }
 
 
