@@ -34,8 +34,9 @@ FORMAT = "fdi_keras.timing_tree"
 # 2: leaves gained `steps`; 3: the composition term; 4: its memory curve; 5: leaves gained
 # `copies` (a tree of 2-4 reads with a zero weight for it: it predicts what it did); 6: a
 # concatenation XNNPack does not take counts its runs in `steps` only (a tree of 2-5 reads
-# with its concat leaves' `copies` weight added to `steps`: it predicts what it did)
-FORMAT_VERSION = 6
+# with its concat leaves' `copies` weight added to `steps`: it predicts what it did); 7: the
+# composition term's `unhidden` share (0 in a tree of 3-6: the roofline it predicted with)
+FORMAT_VERSION = 7
 # A format 2-4 leaf's weights: the intercept and the features before `copies`.
 LEAF_WEIGHTS_BEFORE_COPIES = 1 + FEATURES.index("copies")
 TILES = (1, 4, 8, 16, 32)
@@ -510,7 +511,7 @@ class TimingTree:
             )
         # 2: no composition term; 3: one bandwidth or a cache step instead of the memory curve
         version = data.get("format_version")
-        if version not in (2, 3, 4, 5, FORMAT_VERSION):
+        if version not in (2, 3, 4, 5, 6, FORMAT_VERSION):
             raise TreeFormatError(
                 f"{source} has format_version {version!r}; this fdi_keras "
                 f"reads versions 2 to {FORMAT_VERSION}. Refit it: rerun tools/profile_device.py "

@@ -124,7 +124,7 @@ def test_foreign_and_other_version_files(fitted, tmp_path):
         TimingTree.load(str(path))
     data = fitted[0].to_dict()
     path.write_text(json.dumps({**data, "format_version": 99}))
-    with pytest.raises(TreeFormatError, match="format_version 99.*versions 2 to 6.*profile_device"):
+    with pytest.raises(TreeFormatError, match="format_version 99.*versions 2 to 7.*profile_device"):
         TimingTree.load(str(path))
     del data["overhead_us"]
     path.write_text(json.dumps(data))
