@@ -241,17 +241,20 @@ def test_a_killed_run_resumes_without_losing_or_duplicating_rows(tmp_path):
     assert set(keys) == {s.key() for s in sample_configs("dense", 40)}
 
 
-def _converting(pid) -> bool:
-    """Whether process `pid` is on a CPU (Linux /proc state R)."""
+def _cpu_seconds(pid) -> float:
+    """CPU time process `pid` has used (user + system, from Linux /proc; 0 once it is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "R"
+            fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return False
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class WatchingRunner(LocalRunner):
-    """Times like LocalRunner, after sampling for 0.2 s whether a converter process runs."""
+    """Times like LocalRunner, after watching for 0.2 s whether a converter process computes:
+    a child using a quarter of a core or more over the window. (A process state of R once
+    flagged children that only waited for a core on a loaded machine.)"""
 
     def __init__(self, cores):
         super().__init__(**QUICK)
@@ -263,10 +266,10 @@ class WatchingRunner(LocalRunner):
     def time(self, models, threads):
         import multiprocessing
 
-        for _ in range(20):
-            children = multiprocessing.active_children()
-            self.converting.append(any(_converting(p.pid) for p in children))
-            time.sleep(0.01)
+        before = {p.pid: _cpu_seconds(p.pid) for p in multiprocessing.active_children()}
+        time.sleep(0.2)
+        used = [_cpu_seconds(pid) - seconds for pid, seconds in before.items()]
+        self.converting.append(max(used, default=0.0) >= 0.05)
         return super().time(models, threads)
 
 
