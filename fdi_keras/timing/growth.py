@@ -97,11 +97,28 @@ def _best_split(x, y, names, columns, min_leaf, intercept_max=np.inf):
 
 
 def grow(
-    x, y, names, columns, max_depth, min_samples_leaf, min_gain, intercept_max=np.inf
+    x,
+    y,
+    names,
+    columns,
+    max_depth,
+    min_samples_leaf,
+    min_gain,
+    intercept_max=np.inf,
+    first_split=None,
 ) -> FlatTree:
     """Grows a tree top-down; a node splits only if the split cuts its error by `min_gain`.
-    Every leaf's intercept is at most `intercept_max` (`fit_nonnegative`)."""
+    Every leaf's intercept is at most `intercept_max` (`fit_nonnegative`). `first_split`, a
+    (variable, condition, value) the runtime is known to branch on, splits the root whenever
+    both sides keep `min_samples_leaf` rows, whatever its gain."""
     tree = FlatTree()
+
+    def forced(idx):
+        name, condition, value = first_split
+        m = _mask(columns[names.index(name)][idx], condition, value)
+        if min(m.sum(), (~m).sum()) < min_samples_leaf:
+            return None
+        return None, name, condition, value, m
 
     def build(idx, depth):
         w = fit_nonnegative(x[idx], y[idx], intercept_max)
@@ -109,11 +126,13 @@ def grow(
         sse = relative_sse(x[idx], y[idx], w)
         if depth >= max_depth or len(idx) < 2 * min_samples_leaf or sse <= 1e-12:
             return node
-        best = _best_split(
-            x[idx], y[idx], names, [c[idx] for c in columns], min_samples_leaf, intercept_max
-        )
-        if best is None or best[0] > sse * (1 - min_gain):
-            return node
+        best = forced(idx) if depth == 0 and first_split is not None else None
+        if best is None:
+            best = _best_split(
+                x[idx], y[idx], names, [c[idx] for c in columns], min_samples_leaf, intercept_max
+            )
+            if best is None or best[0] > sse * (1 - min_gain):
+                return node
         _, name, condition, value, m = best
         tree.variable[node], tree.condition[node], tree.value[node] = name, condition, value
         tree.left[node] = build(idx[m], depth + 1)

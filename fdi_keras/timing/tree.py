@@ -40,6 +40,12 @@ FORMAT_VERSION = 7
 # A format 2-4 leaf's weights: the intercept and the features before `copies`.
 LEAF_WEIGHTS_BEFORE_COPIES = 1 + FEATURES.index("copies")
 TILES = (1, 4, 8, 16, 32)
+# Where XNNPack runs a kind through different code: the root of its tree splits there. A
+# depthwise conv with a depth multiplier above 1 ran at a median 3.0 (int8) and 4.3 (float32)
+# G multiply-accumulates per second against 17.7 and 13.3 with multiplier 1 (kernels of over 1e6
+# on the AMD EPYC VM, 2026-12-05); left to the greedy splits, one int8 leaf mixed the two and
+# predicted MobileNetV2's 113x113x96 stride-2 kernel at 1.6 ms.
+FIRST_SPLITS = {"depthwise_conv2d": ("mult", "le", 1)}
 
 
 def timed_as(spec: LayerSpec) -> LayerSpec:
@@ -313,6 +319,7 @@ class TimingTree:
                 self.min_samples_leaf,
                 self.min_gain,
                 fixed_cost_max,
+                FIRST_SPLITS.get(specs[0].kind),
             )
             if n_val:
                 val_vars = [variables[i] for i in val]

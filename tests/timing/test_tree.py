@@ -223,3 +223,22 @@ def test_a_dense_over_several_rows_is_predicted_by_the_conv2d_tree():
 def test_a_dense_over_several_rows_without_a_conv2d_tree_falls_back_to_the_dense_tree(fitted):
     spec = LayerSpec("dense", dict(m=8, cin=64, cout=64))
     assert fitted[0].predict_one(spec) > 0
+
+
+def test_a_depthwise_tree_splits_first_on_the_depth_multiplier():
+    """XNNPack runs a depth multiplier above 1 through slower code (3-4 G MAC/s against 13-18
+    on one AMD VM): the depthwise tree's root splits there, so neither side's leaves mix the
+    two rates."""
+    specs = sample_configs("depthwise_conv2d", 300)
+
+    def truth(s):
+        return 1.0 + 1e-4 * compute_features(s)["flops"] * (4.0 if s.dims["mult"] > 1 else 1.0)
+
+    assert sum(s.dims["mult"] > 1 for s in specs) >= 20
+    tree = TimingTree().fit(specs, [truth(s) for s in specs])
+    flat = tree.kind_model("depthwise_conv2d")["tree"]
+    assert (flat.variable[0], flat.condition[0], flat.value[0]) == ("mult", "le", 1)
+    for mult in (1, 2):
+        spec = LayerSpec("depthwise_conv2d", dict(h=56, w=56, cin=96, mult=mult, kh=3, kw=3,
+                                                  sh=1, sw=1), {"padding": "same"})  # fmt: skip
+        assert tree.predict_one(spec) == pytest.approx(truth(spec), rel=0.1)
