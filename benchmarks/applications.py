@@ -1,7 +1,8 @@
 """Stock keras.applications and everyday Keras patterns: predicted vs measured, and strip.
 
 For every model (weights=None, small inputs as in tests/graph/test_zoo.py plus larger ones
-where a family is usually deployed, and MobileNetV2 and EfficientNetB0 at their stock 224 px):
+where a family is usually deployed, MobileNetV2 and EfficientNetB0 at their stock 224 px, and
+five families no test builds):
 the minimum and the median `fdi_keras.predict_latency` predicts with this CPU's tree, each
 next to the same statistic measured by `fdi_keras.export.measure_latency` (LiteRT, XNNPack,
 float32, with the tree's thread count), and the prediction without
@@ -17,7 +18,9 @@ prediction error.
 With `--alone=ResNet50,...` the listed models' kernels are also timed one by one with the
 profiler's protocol (resumable, kept under benchmarks/out/applications/alone): that splits a
 model's error into the trees' (their sum against the kernels measured alone) and the
-composition's (the model measured whole against its kernels measured alone).
+composition's (the model measured whole against its kernels measured alone). It times the
+kernels fdi_keras maps the layers to, so it cannot see a wrong mapping: ConvNeXt's grouped 7x7
+convolutions, once mapped to convs of one input channel, agreed with the tree alone.
 
     python benchmarks/applications.py --tree=profiles/this_cpu/timing_tree.json   # ~20 min
 
