@@ -131,9 +131,9 @@ def _fit_linear(x, memory, y, lower) -> np.ndarray:
 
 def _fit_curve(design, rows, y, lower, unhidden):
     """(coefficients, microseconds per byte at CURVE_MB) fitted on `rows` with the unhidden
-    share `unhidden`: the best single
-    bandwidth of the grid first, then every coefficient and the curve from there (the time
-    per byte made non-decreasing in size by fitting its non-negative increments)."""
+    share `unhidden`: the best single bandwidth of the grid first, then every coefficient and
+    the curve from there (the time per byte made non-decreasing in size by fitting its
+    non-negative increments)."""
     x, sizes = design.x[rows], design.model_bytes[rows]
     best = None
     for b in BANDWIDTHS_GBPS:
