@@ -71,7 +71,7 @@ def test_recurrent_and_conv1d():
 
 def test_grouped_convs_one_group_per_channel_run_as_depthwise():
     x = keras.Input((8, 8, 16))
-    per_channel = L.Conv2D(32, 7, padding="same", groups=16)(x)  # ConvNeXt's 7x7, multiplier 2
+    per_channel = L.Conv2D(32, 7, padding="same", groups=16)(x)  # like ConvNeXt's 7x7, multiplier 2
     model = keras.Model(x, L.Conv2D(32, 3, padding="same", groups=4)(per_channel))
     first, second = model_kernels(model)
     assert first.spec.kind == "depthwise_conv2d"
