@@ -518,7 +518,7 @@ class TimingTree:
             )
         # 2: no composition term; 3: one bandwidth or a cache step instead of the memory curve
         version = data.get("format_version")
-        if version not in (2, 3, 4, 5, 6, FORMAT_VERSION):
+        if version not in range(2, FORMAT_VERSION + 1):
             raise TreeFormatError(
                 f"{source} has format_version {version!r}; this fdi_keras "
                 f"reads versions 2 to {FORMAT_VERSION}. Refit it: rerun tools/profile_device.py "
