@@ -28,7 +28,7 @@ run: profile  ## the main job: profile this CPU, then compress LeNet-5 on MNIST 
 
 profile: $(VENV)/.installed  ## profile this CPU, fit its timing tree, print the report
 	$(PY) tools/profile_device.py --backend=local \
-		--kinds=conv2d,depthwise_conv2d,dense,pool2d,global_pool,add,softmax,activation,concat,pad,$(RECURRENT_KINDS)network \
+		--kinds=conv2d,depthwise_conv2d,dense,pool2d,global_pool,add,squared_difference,softmax,activation,concat,pad,$(RECURRENT_KINDS)network \
 		$(if $(NUM_CONFIGS),--num_configs=$(NUM_CONFIGS)) --dtype=$(DTYPE) --threads=1 --out_dir=$(OUT_DIR)
 
 test: $(VENV)/.installed  ## lint and the test suite

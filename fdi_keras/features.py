@@ -93,6 +93,7 @@ _FORMULAS = {
     "pool2d": _pool,
     "global_pool": _global_pool,
     "add": lambda d, a, t: _elementwise_hwc(d, a, t, inputs=2),
+    "squared_difference": lambda d, a, t: _elementwise_hwc(d, a, t, inputs=2),
     "concat": _elementwise_hwc,
     "pad": _pad,
     "lrn": _lrn,

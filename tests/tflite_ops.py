@@ -18,7 +18,7 @@ OP_KIND = {
     "ADD": "add",
     "MUL": "add",
     "SUB": "add",
-    "SQUARED_DIFFERENCE": "add",
+    "SQUARED_DIFFERENCE": "squared_difference",
     "RSQRT": "add",
     "NEG": "add",
     "SOFTMAX": "softmax",

@@ -305,11 +305,19 @@ def _layer_norm_kernels(node) -> list[LayerSpec]:
     """LayerNormalization over channels, as the converter lowers it: two MEANs over the
     channels (mean, variance), four element-wise ops over the whole tensor (SQUARED_DIFFERENCE,
     MUL, MUL, ADD) and three over one value per position (ADD epsilon, RSQRT, NEG); MEANs are
-    predicted as global pools of the channel vectors, the others as element-wise "add"s."""
+    predicted as global pools of the channel vectors, the SQUARED_DIFFERENCE as its own kind
+    (int8 runs it outside XNNPack: 40x an ADD), the others as element-wise "add"s. int8 runs
+    the RSQRT outside XNNPack too (about 60 ns a value on an AMD EPYC VM), but over one value
+    per position (4 us on an 8x8 map, where the SQUARED_DIFFERENCE takes 45): it stays an
+    "add", since the profiler's random inputs, negative half the time, stop a RSQRT kernel."""
     h, w, c = hwc(in_shape(node))
     mean = LayerSpec("global_pool", dict(h=1, w=h * w, c=c), {"op": "avg"})
     full, per_position = dict(h=h, w=w, c=c), dict(h=h, w=w, c=1)
-    return [mean, mean] + [LayerSpec("add", full)] * 4 + [LayerSpec("add", per_position)] * 3
+    return (
+        [mean, mean, LayerSpec("squared_difference", full)]
+        + [LayerSpec("add", full)] * 3
+        + [LayerSpec("add", per_position)] * 3
+    )
 
 
 def _none(node) -> list[LayerSpec]:

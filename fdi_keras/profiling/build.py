@@ -52,6 +52,11 @@ def _add(d, a):
     return xs, keras.layers.Add()(xs)
 
 
+def _squared_difference(d, a):
+    xs = [_image(d, d["c"]) for _ in range(2)]
+    return xs, keras.ops.square(keras.ops.subtract(*xs))  # one SQUARED_DIFFERENCE op
+
+
 def _concat(d, a):
     widths = [d["c"] // d["n"] + (i < d["c"] % d["n"]) for i in range(d["n"])]
     xs = [_image(d, c) for c in widths]
@@ -94,6 +99,7 @@ _BUILDERS = {
     "pool2d": _pool,
     "global_pool": _global_pool,
     "add": _add,
+    "squared_difference": _squared_difference,
     "concat": _concat,
     "pad": _pad,
     "lrn": _lrn,

@@ -11,7 +11,8 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 | dense | m=1 (sometimes a sequence of 2..128 rows), cin 8..4096, cout 4..4096 |
 | pool2d | h in 4..112, c 8..512, k 2 or 3 at stride 1 or 2, or k 1 at stride 2; max or avg |
 | global_pool | h in 1..32, c 8..2048, avg (sometimes max) |
-| add / concat / pad | h in 1..112, c 8..1024; concat of 2..8 inputs; pad 1..2 per axis |
+| add / squared_difference / concat / pad | h in 1..112, c 8..1024; concat of 2..8 inputs; |
+|  | pad 1..2 per axis |
 | lrn | h in 7..56, c 16..512, radius 2..5 |
 | activation / softmax | 16..2^20 elements (softmax up to 4096) |
 | gru / lstm | timesteps 8..256, input 3..128, units 8..256 |
@@ -54,6 +55,7 @@ DEFAULT_COUNTS = {
     "pool2d": 80,
     "global_pool": 40,
     "add": 60,
+    "squared_difference": 30,  # LayerNormalization's; a line in its size, like add
     "concat": 60,
     "pad": 40,
     # Six functions a few times apart in cost (gelu about 3x relu): each needs the rows of
@@ -208,6 +210,7 @@ _SAMPLERS = {
     "pool2d": _pool,
     "global_pool": _global_pool,
     "add": lambda rng: (_hwc(rng), {}, None),
+    "squared_difference": lambda rng: (_hwc(rng), {}, None),
     "concat": _concat,
     "pad": _pad,
     "lrn": _lrn,

@@ -23,6 +23,8 @@ def ops_and_input(flatbuffer):
     [
         (LayerSpec("conv2d", CONV, dtype="int8"), "CONV_2D"),
         (LayerSpec("add", dict(h=8, w=8, c=16), dtype="int8"), "ADD"),
+        (LayerSpec("squared_difference", dict(h=8, w=8, c=16), dtype="int8"), "SQUARED_DIFFERENCE"),
+        (LayerSpec("squared_difference", dict(h=8, w=8, c=16)), "SQUARED_DIFFERENCE"),
         (LayerSpec("conv2d", CONV), "CONV_2D"),
     ],
 )
