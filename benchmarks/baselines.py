@@ -105,7 +105,7 @@ class ChannelChooser:
         self.tree = tree
         self.groups = gate_groups(self.gated)
         self.channels = {w.layer.name: w.channels for ws in self.groups.values() for w in ws}
-        self.kernels, _ = channel_dependencies(self.gated)
+        self.kernels, _ = channel_dependencies(self.gated, tree)
         taylor = taylor_importance(self.gated, *data) if data is not None else None
         self.importance = {}
         for root, ws in self.groups.items():

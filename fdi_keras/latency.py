@@ -137,10 +137,8 @@ def predict_latency(
         if rule is not None and rule.predict_as is not None:
             graph = trace(rule.predict_as(model))
             break
-    dtype = tree.metadata_.get("dtype") or "float32"
-    threads = tree.metadata_.get("threads") or 1
     kernels = model_kernels(graph)
-    specs = [type(k.spec)(k.spec.kind, k.spec.dims, k.spec.attrs, dtype, threads) for k in kernels]
+    specs = [tree.profiled(k.spec) for k in kernels]
     model_bytes = weight_bytes(specs)
     rows = []
     for kernel, spec in zip(kernels, specs):

@@ -182,7 +182,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
 
     def _floor_latency_ms(self) -> float:
         """The prediction with every gate group at its `width_floor`."""
-        kernels, members = channel_dependencies(self.model)
+        kernels, members = channel_dependencies(self.model, self.tree)
         floors = {
             root: width_floor(group, self.min_width_fraction) for root, group in members.items()
         }

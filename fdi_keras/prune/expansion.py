@@ -86,7 +86,7 @@ def expand_to_local_minima(
     model, tree: TimingTree, window: float = 0.25, tolerance: float = 0.02
 ) -> dict[str, tuple]:
     """Widens every gate group to the top of its stair; returns {root: (old, new width)}."""
-    kernels, members = channel_dependencies(model)
+    kernels, members = channel_dependencies(model, tree)
     model_bytes = weight_bytes(spec for spec, _ in kernels)
     changes = {}
     for root, group in members.items():
@@ -109,7 +109,7 @@ def revive_to_target(
     under `target_us`; returns {root: (old, new width)}."""
     changes = {}
     while True:
-        kernels, members = channel_dependencies(model)
+        kernels, members = channel_dependencies(model, tree)
         model_bytes = weight_bytes(spec for spec, _ in kernels)
         best = None
         for root, group in members.items():
@@ -142,7 +142,7 @@ def prune_to_target(
     residual net's streams, its costliest channels, to the floor: docs/pruning.md); expansion
     and `revive_to_target` then move each layer along the tree's staircase. Returns
     {root: (old, new width)}."""
-    kernels, members = channel_dependencies(model)
+    kernels, members = channel_dependencies(model, tree)
     widths = {root: int(group[0].alive.numpy().sum()) for root, group in members.items()}
     floor = {root: width_floor(group, min_width_fraction) for root, group in members.items()}
 

@@ -142,8 +142,10 @@ def _stripped_names(node) -> list[str]:
     return [node.name]
 
 
-def channel_dependencies(model):
-    """The kernels of `strip(model)` with the gate groups their channel dims depend on.
+def channel_dependencies(model, tree: TimingTree | None = None):
+    """The kernels of `strip(model)` with the gate groups their channel dims depend on; with
+    a `tree`, in the numeric type and thread count it was profiled with (`tree.profiled`),
+    which is how every prediction on them must see them.
 
     Returns ([(spec, [Dependency])], {root: wrappers}); a dependency's slope is
     d(dim) / d(alive channels of the group) at the current structure (`channel_slopes`), e.g.
@@ -164,9 +166,12 @@ def channel_dependencies(model):
         kernels = _channel_dependencies(model, graph, groups, members, alive)
         bilinear = any(d.dim == "mult" for _, deps in kernels for d in deps)
         cached = _DEPENDENCIES[model] = _Derived(graph, alive, kernels, bilinear)
-    if cached.alive == alive:
-        return cached.kernels, members
-    return [(spec_at(spec, deps, alive), deps) for spec, deps in cached.kernels], members
+    kernels = cached.kernels
+    if cached.alive != alive:
+        kernels = [(spec_at(spec, deps, alive), deps) for spec, deps in kernels]
+    if tree is not None:
+        kernels = [(tree.profiled(spec), deps) for spec, deps in kernels]
+    return kernels, members
 
 
 class _Derived(NamedTuple):
@@ -259,7 +264,7 @@ class LatencyRegularizer:
     def channel_costs(self, model) -> dict[str, float]:
         """Microseconds per alive channel of each gate group (by group root name)."""
         costs: dict[str, float] = {}
-        kernels = channel_dependencies(model)[0]
+        kernels = channel_dependencies(model, self.tree)[0]
         model_bytes = weight_bytes(spec for spec, _ in kernels)
         for spec, deps in kernels:
             for dep in deps:

@@ -363,6 +363,17 @@ class TimingTree:
             )
         return self.kinds_[kind]
 
+    def profiled(self, spec: LayerSpec) -> LayerSpec:
+        """`spec` in the numeric type and thread count this tree was profiled with. A kernel
+        derived from a Keras model (`model_kernels`) is float32 on 1 thread; an int8 tree
+        must see its int8 bytes (a quarter of float32's), or its byte features and the
+        model's weight size (the composition term's memory curve) are 4x too large."""
+        dtype = self.metadata_.get("dtype") or "float32"
+        threads = self.metadata_.get("threads") or 1
+        if spec.dtype == dtype and spec.threads == threads:
+            return spec
+        return LayerSpec(spec.kind, spec.dims, spec.attrs, dtype, threads)
+
     def timed_spec(self, spec: LayerSpec) -> LayerSpec:
         """The kernel whose tree and features predict `spec`: `timed_as(spec)`, or `spec`
         itself when this tree lacks that kind but has `spec`'s (a dense-only profile: its

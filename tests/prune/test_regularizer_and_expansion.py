@@ -3,6 +3,9 @@ import numpy as np
 import pytest
 from prune_helpers import depthwise_net, lenet, swish_net
 
+from fdi_keras import predict_latency
+from fdi_keras.features import compute_features
+from fdi_keras.profiling.sampling import sample_configs
 from fdi_keras.prune import LatencyRegularizer, expand_to_local_minima, latency_aware, regularizer
 from fdi_keras.prune.expansion import (
     REVIVE_MARGIN,
@@ -142,6 +145,26 @@ def test_predicted_us_at_any_widths_is_the_prediction_of_that_structure(staircas
             w.alive.assign((np.arange(w.channels) < widths[root]).astype("float32"))
     expected = LatencyRegularizer(staircase_tree).predict(gated).total_us
     assert predicted_us(staircase_tree, kernels, widths) == pytest.approx(expected, rel=1e-9)
+
+
+def test_an_int8_tree_prices_pruning_on_int8_kernels():
+    """Kernels derived from a Keras model are float32; an int8 tree's byte features and
+    memory curve must see them as int8 (a quarter of the bytes), as predict_latency does."""
+    kinds = ("conv2d", "dense", "pool2d", "activation", "softmax")
+    specs = [s for k in kinds for s in sample_configs(k, 60, seed=7, dtype="int8")]
+    times = []
+    for s in specs:
+        f = compute_features(s, tile=16)
+        times.append(1.0 + 1e-3 * f["flops"] / 2 + 1e-2 * (f["bytes_in"] + f["param_bytes"]))
+    tree = TimingTree(tiles=(16,)).fit(specs, times, metadata={"dtype": "int8", "threads": 1})
+    gated = latency_aware(lenet())
+    kernels, members = channel_dependencies(gated, tree)
+    assert {spec.dtype for spec, _ in kernels} == {"int8"}
+    widths = {root: int(ws[0].alive.numpy().sum()) for root, ws in members.items()}
+    report = predict_latency(gated, tree).total_us
+    assert predicted_us(tree, kernels, widths) == pytest.approx(report, rel=1e-9)
+    float32_kernels, _ = channel_dependencies(gated)  # what the pruning code priced before
+    assert predicted_us(tree, float32_kernels, widths) > 1.3 * report
 
 
 @pytest.mark.parametrize("build", [lenet, depthwise_net, swish_net])
