@@ -32,8 +32,8 @@ import numpy as np
 
 from fdi_keras import latency_aware, predict_latency, strip
 from fdi_keras.compress import finetune
-from fdi_keras.prune.expansion import predicted_us, width_floor
-from fdi_keras.prune.regularizer import channel_dependencies, gate_groups
+from fdi_keras.prune.expansion import width_floor
+from fdi_keras.prune.regularizer import channel_dependencies, gate_groups, predicted_us
 
 OPEN, CLOSED = 9.0, -9.0  # gate logits that are certainly open / closed
 

@@ -7,13 +7,13 @@ import warnings
 import keras
 
 from fdi_keras.prune.controller import StrengthController
-from fdi_keras.prune.expansion import (
-    MIN_WIDTH_FRACTION,
+from fdi_keras.prune.expansion import MIN_WIDTH_FRACTION, structural_step, width_floor
+from fdi_keras.prune.regularizer import (
+    LatencyRegularizer,
+    channel_dependencies,
     predicted_us,
-    structural_step,
-    width_floor,
+    wrappers,
 )
-from fdi_keras.prune.regularizer import LatencyRegularizer, channel_dependencies, wrappers
 from fdi_keras.prune.wrapper import link_gate_groups
 from fdi_keras.timing.tree import TimingTree
 
@@ -150,10 +150,10 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         link_gate_groups(self.model.layers)  # again after a .keras load, which unlinks them
         for w in gated:
             w.controlled.assign(1.0)
-        report = self._recost()  # also checks every kind is in the tree
-        self.initial_latency_ms = report.total_ms
+        latency_us = self._recost()  # also checks every kind is in the tree
+        self.initial_latency_ms = latency_us / 1000
         self._summary = LatencySummary.attach(self.model)
-        self._summary.report(self._scalars(report), active=True)
+        self._summary.report(self._scalars(latency_us), active=True)
         if self.target_latency_ms is not None:
             floor = self._floor_latency_ms()
             if floor > self.target_latency_ms:
@@ -188,11 +188,12 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         }
         return predicted_us(self.tree, kernels, floors) / 1000
 
-    def _recost(self, report=None):
-        """Re-reads the channel costs at the hard structure; anchors the expected latency."""
-        report = self.regularizer.update(self.model, report)
-        self.controller.anchor(self.model, report)
-        return report
+    def _recost(self, latency_us=None) -> float:
+        """Re-reads the channel costs at the hard structure; anchors the expected latency;
+        returns the structure's predicted microseconds."""
+        latency_us = self.regularizer.update(self.model, latency_us)
+        self.controller.anchor(self.model, latency_us)
+        return latency_us
 
     def expected_latency_us(self) -> float:
         """What the gates are heading for (see `StrengthController.expected_latency_us`)."""
@@ -233,7 +234,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
 
     def _epoch_step(self, epoch) -> None:
         target_us = None if self.target_latency_ms is None else 1000 * self.target_latency_ms
-        report = structural_step(
+        latency_us = structural_step(
             self.model,
             self.regularizer,
             target_us,
@@ -243,31 +244,31 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
             enforce_us=self._scheduled_latency_us(epoch),
             min_width_fraction=self.min_width_fraction,
         )
-        self.controller.adapt(self.model, report.total_us)
-        self._recost(report)
-        self._summarize(epoch, report)
+        self.controller.adapt(self.model, latency_us)
+        self._recost(latency_us)
+        self._summarize(epoch, latency_us)
         self._stepped = True
 
-    def _scalars(self, report) -> dict[str, float]:
+    def _scalars(self, latency_us) -> dict[str, float]:
         gated = wrappers(self.model)
         alive = sum(float(w.alive.numpy().sum()) for w in gated)
         return {
-            "predicted_latency_ms": report.total_ms,
+            "predicted_latency_ms": latency_us / 1000,
             "latency_strength": float(self.controller.strength),
             "width_fraction": alive / sum(int(w.alive.shape[0]) for w in gated),
         }
 
-    def _summarize(self, epoch, report) -> None:
+    def _summarize(self, epoch, latency_us) -> None:
         """Reports the epoch's prediction, strength and widths: logs (through the summary
         metric), `history`, `widths_history`, TensorBoard and stdout."""
         widths = {w.layer.name: int(w.alive.numpy().sum()) for w in wrappers(self.model)}
         strength = self.controller.strength
-        self._summary.report(self._scalars(report))
+        self._summary.report(self._scalars(latency_us))
         self.widths_history.append(widths)
         self.history.append(
             {
                 "epoch": epoch,
-                "predicted_latency_ms": report.total_ms,
+                "predicted_latency_ms": latency_us / 1000,
                 "strength": strength,
                 "widths": widths,
             }
@@ -276,7 +277,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
         if self.verbose:
             target = f" (target {self.target_latency_ms:.3f})" if self.target_latency_ms else ""
             print(
-                f"FastDeepIoT epoch {epoch + 1}: predicted {report.total_ms:.3f} ms{target}, "
+                f"FastDeepIoT epoch {epoch + 1}: predicted {latency_us / 1000:.3f} ms{target}, "
                 f"strength {strength:.3g}, widths "
                 + " ".join(f"{n}={k}" for n, k in widths.items())
             )

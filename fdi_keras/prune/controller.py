@@ -14,7 +14,6 @@ import math
 import keras
 import numpy as np
 
-from fdi_keras.latency import LatencyReport
 from fdi_keras.prune.regularizer import LatencyRegularizer, wrappers
 
 
@@ -45,9 +44,9 @@ class StrengthController:
         if scales and max(scales) > 0:
             self.regularizer.strength = max(scales)
 
-    def anchor(self, model, report: LatencyReport) -> None:
+    def anchor(self, model, latency_us: float) -> None:
         """Remembers the hard prediction and the expected alive channels it was made at."""
-        self._anchor_us = report.total_us
+        self._anchor_us = latency_us
         self._anchor_alive = [float(w.expected_alive()) for w in wrappers(model)]
 
     def expected_latency_us(self, model) -> float:

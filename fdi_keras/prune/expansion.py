@@ -12,7 +12,7 @@ import numpy as np
 
 from fdi_keras.features import weight_bytes
 from fdi_keras.prune.gates import get_gate
-from fdi_keras.prune.regularizer import channel_dependencies, gate_groups, spec_at
+from fdi_keras.prune.regularizer import channel_dependencies, gate_groups, predicted_us
 from fdi_keras.prune.regularizer import wrappers as regularizer_wrappers
 from fdi_keras.timing.tree import TimingTree
 
@@ -47,15 +47,6 @@ def group_time(
         if changes:
             total += tree.kernel_in_model(spec.replace(**changes), "min", model_bytes)
     return total
-
-
-def predicted_us(tree: TimingTree, kernels, widths: dict[str, int]) -> float:
-    """Predicted microseconds of the whole model (invoke overhead included) with each gate
-    group at `widths[root]` alive channels, from `channel_dependencies`' kernels: no model is
-    rebuilt. A dim fed by several groups (after a Concatenate) moves with each of them."""
-    specs = [spec_at(spec, deps, widths) for spec, deps in kernels]
-    model_bytes = weight_bytes(specs)
-    return tree.invoke_overhead() + sum(tree.kernel_in_model(s, "min", model_bytes) for s in specs)
 
 
 def best_width(
@@ -244,8 +235,8 @@ def structural_step(
         prune_to_target(model, regularizer.tree, enforce_us, min_width_fraction)
     if expand:
         expand_to_local_minima(model, regularizer.tree, window, tolerance)
-    report = regularizer.predict(model)
-    if target_us is not None and report.total_us < target_us:
-        if revive_to_target(model, regularizer.tree, target_us, report.total_us):
-            report = regularizer.predict(model)
-    return report
+    latency_us = regularizer.predict_us(model)
+    if target_us is not None and latency_us < target_us:
+        if revive_to_target(model, regularizer.tree, target_us, latency_us):
+            latency_us = regularizer.predict_us(model)
+    return latency_us

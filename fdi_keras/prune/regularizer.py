@@ -195,6 +195,15 @@ def spec_at(spec: LayerSpec, deps: list[Dependency], widths: dict[str, int]) -> 
     return spec.replace(**dims) if dims else spec
 
 
+def predicted_us(tree: TimingTree, kernels, widths: dict[str, int]) -> float:
+    """Predicted microseconds of the whole model (invoke overhead included) with each gate
+    group at `widths[root]` alive channels, from `channel_dependencies`' kernels: no model is
+    rebuilt. A dim fed by several groups (after a Concatenate) moves with each of them."""
+    specs = [spec_at(spec, deps, widths) for spec, deps in kernels]
+    model_bytes = weight_bytes(specs)
+    return tree.invoke_overhead() + sum(tree.kernel_in_model(s, "min", model_bytes) for s in specs)
+
+
 def _channel_dependencies(model, graph, groups, members, alive) -> list:
     """`channel_dependencies`' kernels, from stripping `model` at its current widths."""
     root_of = {id(w): root for root, ws in members.items() for w in ws}
@@ -248,7 +257,7 @@ class LatencyRegularizer:
 
     Example:
         >>> reg = LatencyRegularizer(tree, strength=0.5)
-        >>> report = reg.update(gated_model)   # sets every LatencyAware's channel cost
+        >>> latency_us = reg.update(gated_model)   # sets every LatencyAware's channel cost
     """
 
     def __init__(self, tree: TimingTree, strength: float = 0.1):
@@ -258,8 +267,16 @@ class LatencyRegularizer:
         self.strength = float(strength)
 
     def predict(self, model) -> LatencyReport:
-        """Predicted latency of the model as it would be stripped now (hard structure)."""
+        """Predicted latency of the model as it would be stripped now (hard structure), kernel
+        by kernel (`predict_latency` of the stripped model)."""
         return predict_latency(model, self.tree)
+
+    def predict_us(self, model) -> float:
+        """`predict(model).total_us`, from the model's kernels at the widths `strip` keeps
+        (`predicted_us`), without stripping the model: what FastDeepIoT asks every epoch."""
+        kernels, members = channel_dependencies(model, self.tree)
+        widths = {root: int(ws[0].mask().sum()) for root, ws in members.items()}
+        return predicted_us(self.tree, kernels, widths)
 
     def channel_costs(self, model) -> dict[str, float]:
         """Microseconds per alive channel of each gate group (by group root name)."""
@@ -272,17 +289,18 @@ class LatencyRegularizer:
                 costs[dep.root] = costs.get(dep.root, 0.0) + slope
         return costs
 
-    def update(self, model, report: LatencyReport | None = None) -> LatencyReport:
-        """Re-reads the leaves at the current structure and sets each wrapper's cost/strength
-        (`report`: this structure's prediction, when the caller already has it)."""
-        report = report or self.predict(model)
+    def update(self, model, latency_us: float | None = None) -> float:
+        """Re-reads the leaves at the current structure and sets each wrapper's cost/strength;
+        returns the structure's predicted microseconds (`latency_us`, when the caller already
+        has them)."""
+        latency_us = self.predict_us(model) if latency_us is None else latency_us
         costs = self.channel_costs(model)
         for root, members in gate_groups(model).items():
             for w in members:
-                cost = costs.get(root, 0.0) / len(members) / max(report.total_us, 1e-9)
+                cost = costs.get(root, 0.0) / len(members) / max(latency_us, 1e-9)
                 w.channel_cost.assign(cost)
                 w.penalty_scale.assign(self.strength)
-        return report
+        return latency_us
 
     def get_config(self) -> dict:
         return {"tree": self.tree.to_dict(), "strength": self.strength}

@@ -11,7 +11,6 @@ from fdi_keras.prune.expansion import (
     REVIVE_MARGIN,
     best_width,
     group_time,
-    predicted_us,
     prune_to_target,
     revive_to_target,
     revived_logit,
@@ -19,7 +18,7 @@ from fdi_keras.prune.expansion import (
     width_floor,
 )
 from fdi_keras.prune.gates import get_gate
-from fdi_keras.prune.regularizer import channel_dependencies, spec_at
+from fdi_keras.prune.regularizer import channel_dependencies, predicted_us, spec_at
 from fdi_keras.prune.regularizer import wrappers as regularizer_wrappers
 from fdi_keras.timing import TimingTree
 
@@ -29,9 +28,9 @@ L = keras.layers
 def test_costs_are_set_and_the_penalty_gradient_closes_gates(staircase_tree):
     gated = latency_aware(lenet())
     reg = LatencyRegularizer(staircase_tree, strength=1.0)
-    report = reg.update(gated)
+    latency_us = reg.update(gated)
     wrapped = [layer for layer in gated.layers if hasattr(layer, "channel_cost")]
-    assert len(wrapped) == 3 and report.total_ms > 0
+    assert len(wrapped) == 3 and latency_us == pytest.approx(reg.predict(gated).total_us)
     assert all(float(w.channel_cost) > 0 for w in wrapped)
     import tensorflow as tf
 
@@ -145,6 +144,19 @@ def test_predicted_us_at_any_widths_is_the_prediction_of_that_structure(staircas
             w.alive.assign((np.arange(w.channels) < widths[root]).astype("float32"))
     expected = LatencyRegularizer(staircase_tree).predict(gated).total_us
     assert predicted_us(staircase_tree, kernels, widths) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("build", [lenet, depthwise_net, swish_net])
+def test_predict_us_is_the_prediction_of_the_stripped_model(build, staircase_tree):
+    """The per-epoch prediction, from kernels moved along their dependencies, equals the
+    per-kernel report of the model strip() gives: removed channels and closed gates alike."""
+    gated = latency_aware(build())
+    reg = LatencyRegularizer(staircase_tree)
+    rng = np.random.default_rng(3)
+    for w in regularizer_wrappers(gated):
+        w.alive.assign((rng.random(w.channels) < 0.7).astype("float32"))
+        w.set_gate_logits(np.where(rng.random(w.channels) < 0.3, -6.0, 6.0))
+    assert reg.predict_us(gated) == pytest.approx(reg.predict(gated).total_us, rel=1e-9)
 
 
 def test_an_int8_tree_prices_pruning_on_int8_kernels():
