@@ -227,7 +227,7 @@ def structural_step(
     `prune_to_target`; each layer is expanded to the top of its stair
     (`expand_to_local_minima`); when pruning overshot `target_us` (gates close in bursts),
     channels are given back, cheapest first, while the model stays under it. Returns the
-    prediction of the resulting structure."""
+    resulting structure's predicted microseconds (`LatencyRegularizer.predict_us`)."""
     for w in regularizer_wrappers(model):
         w.alive.assign(w.mask().astype("float32"))
     revive_to_floor(model, min_width_fraction)
