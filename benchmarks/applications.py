@@ -168,8 +168,7 @@ def measured(store, key, model, machine, threads=1, dtype="float32"):
 def main(argv):
     del argv
     tree = TimingTree.load(FLAGS.tree)
-    threads = tree.metadata_.get("threads") or 1  # measured as the tree was profiled
-    dtype = tree.metadata_.get("dtype") or "float32"
+    threads, dtype = tree.threads, tree.dtype  # measured as the tree was profiled
     ablation = TimingTree.from_dict({**tree.to_dict(), "composition": {}})
     profile = read_rows(os.path.join(os.path.dirname(FLAGS.tree), "profile.jsonl"))
     machine = Machine(calibration_model(dtype), calibration_reference(profile))
@@ -297,10 +296,7 @@ def alone_table(tree, builders, store, machine, threads, dtype) -> str:
     for name in FLAGS.alone:
         base = builders[name.removesuffix(" thinned")]()
         models[name] = thinned(base) if name.endswith(" thinned") else base
-    specs = {
-        name: [dataclasses.replace(k.spec, threads=threads, dtype=dtype) for k in model_kernels(m)]
-        for name, m in models.items()
-    }
+    specs = {name: [tree.profiled(k.spec) for k in model_kernels(m)] for name, m in models.items()}
     unique = {s.key(): s for ss in specs.values() for s in ss}
     run_profile([LocalRunner()], list(unique.values()), out_dir)
     alone = {r["key"]: r["time_us"] for r in read_rows(os.path.join(out_dir, "profile.jsonl"))}

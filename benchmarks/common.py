@@ -77,11 +77,9 @@ def require_float32_single_thread(tree, tree_path: str) -> None:
     """Raises ValueError unless `tree` (loaded from `tree_path`) was profiled for float32
     kernels on 1 thread: what a benchmark that converts and times float32 models on 1 thread,
     beside the float32 calibration kernel, can compare its predictions with."""
-    dtype = tree.metadata_.get("dtype") or "float32"
-    threads = tree.metadata_.get("threads") or 1
-    if (dtype, threads) != ("float32", 1):
+    if (tree.dtype, tree.threads) != ("float32", 1):
         raise ValueError(
-            f"{tree_path} was profiled for {dtype} kernels on {threads} thread(s); this "
+            f"{tree_path} was profiled for {tree.dtype} kernels on {tree.threads} thread(s); this "
             "benchmark converts and times float32 models on 1 thread. Pass a float32, "
             "1-thread tree (profiles/this_cpu/timing_tree.json from `make profile`)."
         )

@@ -133,8 +133,8 @@ def run(
             f"{t.min_ms:>13.3f}{t.median_ms:>11.3f}"
         )
     if tree is not None:
-        dtype = tree.metadata_.get("dtype")
-        print(f"predicted ({dtype} tree): {fdi_keras.predict_latency(model, tree).total_ms:.3f} ms")
+        predicted = fdi_keras.predict_latency(model, tree).total_ms
+        print(f"predicted ({tree.dtype} tree): {predicted:.3f} ms")
     if int8_tree_path:
         int8_tree = fdi_keras.TimingTree.load(int8_tree_path)
         print(f"int8 tree predicts: {fdi_keras.predict_latency(model, int8_tree).total_ms:.3f} ms")

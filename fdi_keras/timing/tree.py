@@ -363,16 +363,26 @@ class TimingTree:
             )
         return self.kinds_[kind]
 
+    @property
+    def dtype(self) -> str:
+        """The numeric type of the kernels this tree was profiled with (float32 when its
+        metadata does not say: trees fitted before it did were float32)."""
+        return self.metadata_.get("dtype") or "float32"
+
+    @property
+    def threads(self) -> int:
+        """The interpreter threads this tree was profiled with (1 when its metadata does not
+        say)."""
+        return self.metadata_.get("threads") or 1
+
     def profiled(self, spec: LayerSpec) -> LayerSpec:
         """`spec` in the numeric type and thread count this tree was profiled with. A kernel
         derived from a Keras model (`model_kernels`) is float32 on 1 thread; an int8 tree
         must see its int8 bytes (a quarter of float32's), or its byte features and the
         model's weight size (the composition term's memory curve) are 4x too large."""
-        dtype = self.metadata_.get("dtype") or "float32"
-        threads = self.metadata_.get("threads") or 1
-        if spec.dtype == dtype and spec.threads == threads:
+        if (spec.dtype, spec.threads) == (self.dtype, self.threads):
             return spec
-        return LayerSpec(spec.kind, spec.dims, spec.attrs, dtype, threads)
+        return LayerSpec(spec.kind, spec.dims, spec.attrs, self.dtype, self.threads)
 
     def timed_spec(self, spec: LayerSpec) -> LayerSpec:
         """The kernel whose tree and features predict `spec`: `timed_as(spec)`, or `spec`
