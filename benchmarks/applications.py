@@ -279,16 +279,17 @@ def main(argv):
         )
     )
     if FLAGS.alone:
-        body += "\n\n" + alone_table(tree, builders, store, machine, threads, dtype)
+        body += "\n\n" + alone_table(tree, builders, store, machine)
     section = "applications" + ("" if threads == 1 else f"_{threads}_threads")
     if FLAGS.write:
         write_section(section + ("" if dtype == "float32" else f"_{dtype}"), body)
     print(body)
 
 
-def alone_table(tree, builders, store, machine, threads, dtype) -> str:
+def alone_table(tree, builders, store, machine) -> str:
     """Each of FLAGS.alone's models against its kernels timed alone (see the docstring), with
-    `threads` interpreter threads and `dtype` kernels."""
+    the interpreter threads and kernel dtype `tree` was profiled with."""
+    threads, dtype = tree.threads, tree.dtype
     folder = "alone" + ("" if threads == 1 else f"_{threads}_threads")  # one setup per store
     folder += "" if dtype == "float32" else f"_{dtype}"
     out_dir = os.path.join(os.path.dirname(FLAGS.measurements), folder)
