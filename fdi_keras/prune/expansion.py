@@ -12,7 +12,13 @@ import numpy as np
 
 from fdi_keras.features import weight_bytes
 from fdi_keras.prune.gates import get_gate
-from fdi_keras.prune.regularizer import channel_dependencies, gate_groups, predicted_us
+from fdi_keras.prune.regularizer import (
+    channel_dependencies,
+    gate_groups,
+    movable,
+    predicted_us,
+    spec_at,
+)
 from fdi_keras.prune.regularizer import wrappers as regularizer_wrappers
 from fdi_keras.timing.tree import TimingTree
 
@@ -97,29 +103,39 @@ def revive_to_target(
 ) -> dict[str, tuple]:
     """Gates close in bursts within an epoch, so pruning can overshoot a latency target. Gives
     channels back, cheapest predicted time per channel first, while the model stays predicted
-    under `target_us`; returns {root: (old, new width)}."""
+    under `target_us`; returns {root: (old, new width)}.
+
+    Every epoch of a fit near its target runs this, so the kernels are derived once and moved
+    to each new set of widths (`spec_at`), not derived again per revived step; only a model
+    whose kernels do not move exactly (`movable`) is derived again after each step."""
+    kernels, members = channel_dependencies(model, tree)
+    exact_moves = movable(kernels)
+    widths = {root: int(group[0].alive.numpy().sum()) for root, group in members.items()}
+    channels = {root: group[0].channels for root, group in members.items()}
     changes = {}
     while True:
-        kernels, members = channel_dependencies(model, tree)
-        model_bytes = weight_bytes(spec for spec, _ in kernels)
+        now = [(spec_at(spec, deps, widths), deps) for spec, deps in kernels]
+        model_bytes = weight_bytes(spec for spec, _ in now)
         best = None
-        for root, group in members.items():
-            alive = group[0].alive.numpy()
-            width, dead = int(alive.sum()), int((alive == 0).sum())
+        for root, width in widths.items():
+            dead = channels[root] - width
             if not dead:
                 continue
             more = min(dead, max(1, int(np.ceil(step * width))))
-            cost = group_time(tree, kernels, root, width + more, model_bytes) - group_time(
-                tree, kernels, root, width, model_bytes
+            cost = group_time(tree, now, root, width + more, model_bytes) - group_time(
+                tree, now, root, width, model_bytes
             )
             if total_us + cost <= target_us and (best is None or cost / more < best[0]):
-                best = (cost / more, root, group, width, more, cost)
+                best = (cost / more, root, more, cost)
         if best is None:
             return changes
-        _, root, group, width, more, cost = best
-        _revive(group, more)
+        _, root, more, cost = best
+        _revive(members[root], more)
+        changes[root] = (changes.get(root, (widths[root],))[0], widths[root] + more)
+        widths[root] += more
         total_us += cost
-        changes[root] = (changes.get(root, (width,))[0], width + more)
+        if not exact_moves:
+            kernels, members = channel_dependencies(model, tree)
 
 
 def prune_to_target(

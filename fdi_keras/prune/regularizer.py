@@ -164,8 +164,7 @@ def channel_dependencies(model, tree: TimingTree | None = None):
     cached = _DEPENDENCIES.get(model)
     if cached is None or cached.graph is not graph or (cached.bilinear and cached.alive != alive):
         kernels = _channel_dependencies(model, graph, groups, members, alive)
-        bilinear = any(d.dim == "mult" for _, deps in kernels for d in deps)
-        cached = _DEPENDENCIES[model] = _Derived(graph, alive, kernels, bilinear)
+        cached = _DEPENDENCIES[model] = _Derived(graph, alive, kernels, not movable(kernels))
     kernels = cached.kernels
     if cached.alive != alive:
         kernels = [(spec_at(spec, deps, alive), deps) for spec, deps in kernels]
@@ -184,6 +183,13 @@ class _Derived(NamedTuple):
 
 
 _DEPENDENCIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Derived
+
+
+def movable(kernels) -> bool:
+    """Whether `spec_at` moves `channel_dependencies`' kernels exactly to any widths: every
+    dim linear in each group. A gated DepthwiseConv2D's C x M channels are a product of two
+    groups' widths (its multiplier gates are a group of their own), exact only one at a time."""
+    return not any(d.dim == "mult" for _, deps in kernels for d in deps)
 
 
 def spec_at(spec: LayerSpec, deps: list[Dependency], widths: dict[str, int]) -> LayerSpec:

@@ -117,8 +117,13 @@ def test_config_round_trip(staircase_tree):
     assert isinstance(clone.tree, TimingTree)
 
 
-def test_revive_to_target_gives_back_channels_but_stays_under_it(staircase_tree):
-    gated = latency_aware(lenet((16, 48, 64)))
+@pytest.mark.parametrize(
+    "build",
+    [lambda: lenet((16, 48, 64)), lambda: depthwise_net(multiplier=3)],
+    ids=["widths_moved", "multiplier_derived_again"],
+)
+def test_revive_to_target_gives_back_channels_but_stays_under_it(build, staircase_tree):
+    gated = latency_aware(build())
     wrapped = [layer for layer in gated.layers if hasattr(layer, "alive")]
     for w in wrapped:
         alive = np.zeros(w.channels, "float32")
@@ -126,12 +131,18 @@ def test_revive_to_target_gives_back_channels_but_stays_under_it(staircase_tree)
         w.alive.assign(alive)
     reg = LatencyRegularizer(staircase_tree)
     low = reg.predict(gated).total_us
-    full = reg.predict(latency_aware(lenet((16, 48, 64)))).total_us
+    full = reg.predict(latency_aware(build())).total_us
     target = (low + full) / 2
     changes = revive_to_target(gated, staircase_tree, target, low)
     after = reg.predict(gated).total_us
     assert changes and low < after <= target * 1.001
-    assert sum(int(w.alive.numpy().sum()) for w in wrapped) > 6
+    assert sum(int(w.alive.numpy().sum()) for w in wrapped) > 2 * len(wrapped)
+    members = channel_dependencies(gated)[1]
+    for root, (old, new) in changes.items():  # what it reports is what the model now has
+        assert (
+            old == 2
+            and new == int(members[root][0].alive.numpy().sum()) == members[root][0].mask().sum()
+        )
 
 
 def test_predicted_us_at_any_widths_is_the_prediction_of_that_structure(staircase_tree):
