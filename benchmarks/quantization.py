@@ -7,7 +7,9 @@ CIFAR-10 (VGG-style CNN), a teacher is trained, compressed to --target_speedup (
 fp32, int8 PTQ and int8 QAT. Reported: test accuracy, flatbuffer size, measured latency
 (LiteRT XNNPack, 1 thread, batch 1, every variant of a model timed side by side in one
 interleaved run) and the predicted latency (fp32 tree for fp32, --int8_tree for the int8
-variants), written to the "quantization" section of benchmarks/RESULTS.md.
+variants), written to the "quantization" section of benchmarks/RESULTS.md. With --int8_tree,
+the teacher is also compressed steered by the int8 tree (to the same speedup of its int8
+prediction) and quantized: the model a user deploying int8 would steer for, timed with the rest.
 
 python benchmarks/quantization.py --tree=profiles/this_cpu/timing_tree.json \
     --int8_tree=profiles/int8/timing_tree.json    # about 25 minutes on 2 cores
@@ -52,6 +54,7 @@ flags.DEFINE_string(
 
 L = keras.layers
 NO_TREE = "int8 tree prediction: not available (no int8 profile on this machine in this run)"
+STEERED = "int8 PTQ, steered by the int8 tree"
 
 
 def har_conv_only(widths=(16, 16, 16), classes=6) -> keras.Model:
@@ -132,6 +135,7 @@ def compressed(teacher, x, y, x_test, y_test, epochs, finetune_epochs) -> tuple:
     """The teacher compressed to --target_speedup (predicted) and stripped; its description."""
     tree = TimingTree.load(FLAGS.tree)
     before = predict_latency(teacher, tree).total_ms
+    keras.utils.set_random_seed(0)  # the int8-steered model's too
     result = compress(teacher, tree, x, y, before / FLAGS.target_speedup, epochs, finetune_epochs)
     teacher_acc = accuracy(teacher.predict(x_test, batch_size=256, verbose=0), y_test)
     note = (
@@ -141,6 +145,29 @@ def compressed(teacher, x, y, x_test, y_test, epochs, finetune_epochs) -> tuple:
         f"({before / result.predicted_ms_after:.2f}x)"
     )
     return result.model, tree, note
+
+
+def int8_steered(teacher, x, y, epochs, finetune_epochs, calibration) -> tuple:
+    """What a user deploying int8 would rather do: compress the teacher steered by the int8
+    tree, to --target_speedup of its int8 prediction (same seed, epochs and recipe as the
+    fp32-steered model), then quantize it post-training. (flatbuffer or None, model or None,
+    note)."""
+    tree = TimingTree.load(FLAGS.int8_tree)
+    try:
+        before = predict_latency(teacher, tree).total_ms
+    except MissingKindError as e:  # e.g. no int8 GRU profile: no int8 GRU kernel converts here
+        return None, None, f"miss: {str(e).split(';')[0]}"
+    keras.utils.set_random_seed(0)
+    result = compress(teacher, tree, x, y, before / FLAGS.target_speedup, epochs, finetune_epochs)
+    note = (
+        f"compressed like the fp32 row's model, steered by the int8 tree: predicted {before:.3f}"
+        f" -> {result.predicted_ms_after:.3f} ms int8 ({before / result.predicted_ms_after:.2f}"
+        f"x), {result.model.count_params()} parameters; then PTQ"
+    )
+    try:
+        return post_training_int8(result.model, calibration), result.model, note
+    except RuntimeError as e:
+        return None, None, f"miss: {first_line(e)}"
 
 
 def run_case(
@@ -182,7 +209,13 @@ def run_case(
         variants["int8 QAT"] = (flatbuffer, f"+{qat_epochs} QAT epochs, {seconds:.0f} s in all")
     except (UnsupportedLayerError, ValueError) as e:
         variants["int8 QAT"] = (None, f"miss: {first_line(e, 400)}")
-    predicted = predictions_ms(model, tree)
+    predicted = {name: predictions_ms(model, tree) for name in variants}
+    if FLAGS.int8_tree:
+        flatbuffer, steered, note = int8_steered(
+            teacher, x, y, compress_epochs, finetune_epochs, calibration
+        )
+        variants[STEERED] = (flatbuffer, note)
+        predicted[STEERED] = predictions_ms(steered, tree) if steered else ("-", "-")
     built = {k: v for k, v in variants.items() if v[0] is not None}
     timings = dict(zip(built, measure_latency([v[0] for v in built.values()], threads=1)))
     rows = []
@@ -203,7 +236,7 @@ def run_case(
                 f"{len(flatbuffer) / 1024:.1f}",
                 f"{t.min_ms:.3f}",
                 f"{t.median_ms:.3f} ({100 * t.spread:.1f}%)",
-                predicted[name == "fp32"],
+                predicted[name][name == "fp32"],
                 note,
             ]
         )
@@ -253,7 +286,10 @@ def report(results: list[tuple[str, str, list[list]]], wall_s: float) -> str:
         "as QAT fine-tunes, without quantization, to separate the extra training from the "
         "quantization. Each model is a teacher compressed by `fdi_keras.compress.compress` to "
         f"{FLAGS.target_speedup:g}x predicted speed on {FLAGS.tree} (the fp32 tree, which "
-        f"also predicts the fp32 row) and stripped. Wall: {wall_s:.0f} s.",
+        f"also predicts the fp32 row) and stripped. With an int8 tree, the row `{STEERED}` is "
+        "the same teacher compressed by the same recipe and seed, steered by the int8 tree to "
+        "the same speedup of its int8 prediction: whether steering with the deployed numeric "
+        f"type's staircase buys a faster int8 model. Wall: {wall_s:.0f} s.",
         "",
         f"int8 rows predicted by {FLAGS.int8_tree}." if FLAGS.int8_tree else f"{NO_TREE}.",
     ]
