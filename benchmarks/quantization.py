@@ -12,7 +12,7 @@ the teacher is also compressed steered by the int8 tree (to the same speedup of 
 prediction) and quantized: the model a user deploying int8 would steer for, timed with the rest.
 
 python benchmarks/quantization.py --tree=profiles/this_cpu/timing_tree.json \
-    --int8_tree=profiles/int8/timing_tree.json    # about 25 minutes on 2 cores
+    --int8_tree=profiles/this_cpu_int8/timing_tree.json    # about 20 minutes on 2 cores
 python benchmarks/quantization.py --quick ...     # a few minutes; writes nothing unless --write
 """
 
@@ -209,7 +209,7 @@ def run_case(
         variants["int8 QAT"] = (flatbuffer, f"+{qat_epochs} QAT epochs, {seconds:.0f} s in all")
     except (UnsupportedLayerError, ValueError) as e:
         variants["int8 QAT"] = (None, f"miss: {first_line(e, 400)}")
-    predicted = {name: predictions_ms(model, tree) for name in variants}
+    predicted = dict.fromkeys(variants, predictions_ms(model, tree))  # one model, until STEERED
     if FLAGS.int8_tree:
         flatbuffer, steered, note = int8_steered(
             teacher, x, y, compress_epochs, finetune_epochs, calibration
