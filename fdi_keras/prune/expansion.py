@@ -15,9 +15,9 @@ from fdi_keras.prune.gates import get_gate
 from fdi_keras.prune.regularizer import (
     channel_dependencies,
     gate_groups,
+    kernels_at,
     movable,
     predicted_us,
-    spec_at,
 )
 from fdi_keras.prune.regularizer import wrappers as regularizer_wrappers
 from fdi_keras.timing.tree import TimingTree
@@ -106,7 +106,7 @@ def revive_to_target(
     under `target_us`; returns {root: (old, new width)}.
 
     Every epoch of a fit near its target runs this, so the kernels are derived once and moved
-    to each new set of widths (`spec_at`), not derived again per revived step; only a model
+    to each new set of widths (`kernels_at`), not derived again per revived step; only a model
     whose kernels do not move exactly (`movable`) is derived again after each step."""
     kernels, members = channel_dependencies(model, tree)
     exact_moves = movable(kernels)
@@ -114,7 +114,7 @@ def revive_to_target(
     channels = {root: group[0].channels for root, group in members.items()}
     changes = {}
     while True:
-        now = [(spec_at(spec, deps, widths), deps) for spec, deps in kernels]
+        now = kernels_at(kernels, widths)
         model_bytes = weight_bytes(spec for spec, _ in now)
         best = None
         for root, width in widths.items():

@@ -167,7 +167,7 @@ def channel_dependencies(model, tree: TimingTree | None = None):
         cached = _DEPENDENCIES[model] = _Derived(graph, alive, kernels, not movable(kernels))
     kernels = cached.kernels
     if cached.alive != alive:
-        kernels = [(spec_at(spec, deps, alive), deps) for spec, deps in kernels]
+        kernels = kernels_at(kernels, alive)
     if tree is not None:
         kernels = [(tree.profiled(spec), deps) for spec, deps in kernels]
     return kernels, members
@@ -201,11 +201,17 @@ def spec_at(spec: LayerSpec, deps: list[Dependency], widths: dict[str, int]) -> 
     return spec.replace(**dims) if dims else spec
 
 
+def kernels_at(kernels, widths: dict[str, int]) -> list:
+    """`channel_dependencies`' kernels moved to the gate groups' `widths` (`spec_at`), with
+    their dependencies."""
+    return [(spec_at(spec, deps, widths), deps) for spec, deps in kernels]
+
+
 def predicted_us(tree: TimingTree, kernels, widths: dict[str, int]) -> float:
     """Predicted microseconds of the whole model (invoke overhead included) with each gate
     group at `widths[root]` alive channels, from `channel_dependencies`' kernels: no model is
     rebuilt. A dim fed by several groups (after a Concatenate) moves with each of them."""
-    specs = [spec_at(spec, deps, widths) for spec, deps in kernels]
+    specs = [spec for spec, _ in kernels_at(kernels, widths)]
     model_bytes = weight_bytes(specs)
     return tree.invoke_overhead() + sum(tree.kernel_in_model(s, "min", model_bytes) for s in specs)
 
