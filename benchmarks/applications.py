@@ -174,6 +174,9 @@ def main(argv):
     machine = Machine(calibration_model(dtype), calibration_reference(profile))
     builders = {**ZOO, **LARGER}
     names = FLAGS.models or list(builders)
+    unknown = sorted(set(names) - set(builders))
+    if unknown:  # every model is run with its thinned variant: name the base model only
+        raise app.UsageError(f"Unknown --models {unknown}. Known: {sorted(builders)}")
     os.makedirs(os.path.dirname(FLAGS.measurements), exist_ok=True)
     store = ProfileStore(FLAGS.measurements)
     rows, errors, errors_median, errors_sum, floor, floor_median = [], [], [], [], [], []
