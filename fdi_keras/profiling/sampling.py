@@ -5,7 +5,8 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 | kind | ranges |
 |---|---|
 | conv2d | h=w in 1..224 (k..224 with `valid` padding; a fifth 1-D: h=1, w in 16..512, as |
-|  | Conv1D runs), cin 3..2048, cout 4..2048, k in {1,3,5,7}, stride 1 or 2 |
+|  | Conv1D runs), cin 3..2048, cout 4..2048, k in {1,3,5,7}, stride 1 or 2; a sixth of |
+|  | them first layers: cin 1..4, cout 4..128, k in {3,5,7}, h=w in 16..224 (or 1-D) |
 | depthwise_conv2d | h=w in 1..224 (k..224 with `valid` padding), cin 8..1024, multiplier 1 |
 |  | (sometimes 2), k in {3,5,7}, stride 1 or 2 |
 | dense | m=1 (sometimes a sequence of 2..128 rows), cin 8..4096, cout 4..4096 |
@@ -49,7 +50,7 @@ from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 # where the time has staircases over many dimensions, fewer for element-wise kinds whose
 # time is a line in their size; and random networks timed whole for the composition term.
 DEFAULT_COUNTS = {
-    "conv2d": 350,
+    "conv2d": 420,  # 350 and 70 first layers (INPUT_LAYER_SHARE)
     "depthwise_conv2d": 300,
     "dense": 200,
     "pool2d": 80,
@@ -118,6 +119,24 @@ def _conv2d(rng):
         kw=k,
         sh=1 if h == 1 else s,
         sw=s,
+    )
+    return dims, {"padding": pad}, "cout"
+
+
+def _input_conv2d(rng):
+    """A network's first convolution: the input's few channels (grayscale 1, stereo 2, RGB 3,
+    RGB-D 4), often a 5x5 or 7x7 window, on an image-sized map or a raw 1-D signal."""
+    k = int(rng.choice([3, 5, 7], p=[0.5, 0.3, 0.2]))
+    s = int(rng.choice([1, 2], p=[0.6, 0.4]))
+    pad = "same" if rng.random() < 0.7 else "valid"
+    cin = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.1, 0.45, 0.1]))
+    if rng.random() < 0.2:
+        h, w, kh = 1, _logint(rng, 32, 1024), 1
+    else:
+        h = w = _logint(rng, 16, 224)
+        kh = k
+    dims = dict(
+        h=h, w=w, cin=cin, cout=_channels(rng, 4, 128), kh=kh, kw=k, sh=1 if h == 1 else s, sw=s
     )
     return dims, {"padding": pad}, "cout"
 
@@ -221,6 +240,15 @@ _SAMPLERS = {
 }
 
 
+# First layers, a share of a kind's configurations drawn by a random stream of their own, so
+# that the kind's other configurations stay what they were (a prefix). The log-uniform
+# channel draw (from 3) almost never makes them, and XNNPack runs them at another speed per
+# multiply-accumulate: LeNet-5's 28x28x1 5x5 convolution takes 25.5 us in int8 (4,000 MACs
+# per us), 10.3 us predicted by a tree without these rows.
+_INPUT_LAYERS = {"conv2d": _input_conv2d}
+INPUT_LAYER_SHARE = 1 / 6
+
+
 def _within_budget(spec: LayerSpec) -> bool:
     f = compute_features(spec)
     return (
@@ -237,12 +265,28 @@ def _sweep(rng, dims, channel_dim) -> list[dict]:
     return [{**dims, channel_dim: c} for c in range(start, start + length)]
 
 
-def _draw(kind, num_configs, rng, sweeps, dtype, threads) -> list[LayerSpec]:
+def _draw(kind, num_configs, seed, p_round, sweeps, dtype, threads) -> list[LayerSpec]:
+    """`num_configs` distinct configurations of `kind`: for a kind with first layers,
+    INPUT_LAYER_SHARE of them are, drawn from a random stream of their own, after the others
+    from the stream `seed`. Each part is a prefix of a longer draw, so asking for more
+    configurations gives a superset of them."""
     if kind not in _SAMPLERS:
         raise ValueError(f"Cannot sample kind {kind!r}. Supported kinds: {sorted(_SAMPLERS)}")
+    first = int(round(INPUT_LAYER_SHARE * num_configs)) if kind in _INPUT_LAYERS else 0
+    rng = _Draws(seed, p_round)
+    specs = _draw_from(_SAMPLERS[kind], kind, num_configs - first, rng, sweeps, dtype, threads)
+    if first:
+        rng = _Draws([*seed, zlib.crc32(b"input layers")], p_round)
+        known = {s.key() for s in specs}
+        extra = _draw_from(_INPUT_LAYERS[kind], kind, num_configs, rng, sweeps, dtype, threads)
+        specs += [s for s in extra if s.key() not in known][:first]
+    return specs
+
+
+def _draw_from(sampler, kind, num_configs, rng, sweeps, dtype, threads) -> list[LayerSpec]:
     specs: dict[str, LayerSpec] = {}
     while len(specs) < num_configs:
-        dims, attrs, channel_dim = _SAMPLERS[kind](rng)
+        dims, attrs, channel_dim = sampler(rng)
         group = [dims]
         if sweeps and channel_dim is not None and rng.random() < 0.35:
             group = _sweep(rng, dims, channel_dim)
@@ -284,8 +328,7 @@ def sample_configs(
             + network_specs(narrow, seed, dtype, threads, NARROW_VERSION)
             + network_specs(chains, seed, dtype, threads, CHAIN_VERSION)
         )
-    rng = _Draws([seed, zlib.crc32(kind.encode())], p_round=0.5)
-    return _draw(kind, num_configs, rng, True, dtype, threads)
+    return _draw(kind, num_configs, [seed, zlib.crc32(kind.encode())], 0.5, True, dtype, threads)
 
 
 def sample_held_out(
@@ -297,5 +340,5 @@ def sample_held_out(
     Never fit or prune on these."""
     if kind == NETWORK:
         return _convertible(network_specs(num_configs, HELD_OUT_NETWORKS + seed, dtype, threads))
-    rng = _Draws([seed, zlib.crc32(kind.encode()), 0x68656C64], p_round=0.0)
-    return _draw(kind, num_configs, rng, False, dtype, threads)
+    stream = [seed, zlib.crc32(kind.encode()), 0x68656C64]
+    return _draw(kind, num_configs, stream, 0.0, False, dtype, threads)
