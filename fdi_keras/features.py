@@ -129,14 +129,26 @@ def _steps(spec: LayerSpec) -> int:
 
 
 def _copies(spec: LayerSpec) -> int:
-    """The contiguous runs an XNNPack data-movement kernel copies one at a time: a padding
-    copies each output pixel's channels apart (its rows are cut by the padded columns), and a
-    concatenation copies each input's channels of each pixel. With few channels per run, the
-    fixed cost of a run dominates, which no byte count shows (on one AMD EPYC VM a pad of
-    57x57x14 took 31.9 us where the bytes of wide pads predicted 19.4). 0 for other kinds,
-    and for a concatenation XNNPack does not take: its runs are its `steps` (one count, not
-    two equal columns of which a leaf could weigh either)."""
+    """The contiguous runs an XNNPack kernel reads or copies one at a time, each at a fixed
+    cost that no FLOP or byte count shows when the runs are short:
+    - a padding copies each output pixel's channels apart (its rows are cut by the padded
+      columns): on one AMD EPYC VM a pad of 57x57x14 took 31.9 us where the bytes of wide pads
+      predicted 19.4;
+    - a concatenation copies each input's channels of each pixel; 0 for one XNNPack does not
+      take: its runs are its `steps` (one count, not two equal columns of which a leaf could
+      weigh either);
+    - a convolution with a window (or a stride) runs as an indirect GEMM: for each output value
+      and window tap it reads one run of `cin` input channels through a pointer, so a network's
+      first layer (1-4 channels) pays that per-run cost on almost every multiply-accumulate.
+      LeNet-5's 28x28x1 5x5 convolution took 25.5 us in int8 (float32: 15.4 us), which its
+      FLOPs put at 10.3 us (13.7 us). A 1x1 convolution at stride 1 is a plain GEMM over
+      contiguous rows: 0.
+    0 for other kinds."""
     d = spec.dims
+    if spec.kind == "conv2d" and not (d["kh"] == d["kw"] == d["sh"] == d["sw"] == 1):
+        oh = conv_output_size(d["h"], d["kh"], d["sh"], spec.attrs["padding"])
+        ow = conv_output_size(d["w"], d["kw"], d["sw"], spec.attrs["padding"])
+        return oh * ow * d["kh"] * d["kw"] * d["cout"]
     if spec.kind == "pad":
         return (d["h"] + d["ph"]) * (d["w"] + d["pw"])
     if spec.kind == "concat" and d["n"] <= XNNPACK_MAX_CONCAT_INPUTS:

@@ -67,6 +67,15 @@ def test_pools_and_elementwise():
     assert feats("softmax", dict(n=1000))["flops"] == 1000
 
 
+def test_a_convolution_with_a_window_counts_its_input_runs():
+    conv = dict(h=28, w=28, cin=1, cout=20, kh=5, kw=5, sh=1, sw=1)
+    valid = {"padding": "valid"}
+    assert feats("conv2d", conv, valid)["copies"] == 24 * 24 * 25 * 20  # per value and tap
+    strided = feats("conv2d", {**conv, "kh": 1, "kw": 1, "sh": 2, "sw": 2})
+    assert strided["copies"] == 14 * 14 * 20  # a 1x1 at stride 2 gathers its pixels too
+    assert feats("conv2d", {**conv, "kh": 1, "kw": 1})["copies"] == 0  # a plain GEMM
+
+
 @pytest.mark.parametrize("kind, gates", [("gru", 3), ("lstm", 4)])
 def test_recurrent(kind, gates):
     f = feats(kind, dict(t=10, cin=8, units=16))

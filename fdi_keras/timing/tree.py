@@ -35,8 +35,11 @@ FORMAT = "fdi_keras.timing_tree"
 # `copies` (a tree of 2-4 reads with a zero weight for it: it predicts what it did); 6: a
 # concatenation XNNPack does not take counts its runs in `steps` only (a tree of 2-5 reads
 # with its concat leaves' `copies` weight added to `steps`: it predicts what it did); 7: the
-# composition term's `unhidden` share (0 in a tree of 3-6: the roofline it predicted with)
-FORMAT_VERSION = 7
+# composition term's `unhidden` share (0 in a tree of 3-6: the roofline it predicted with);
+# 8: a convolution with a window counts its input runs in `copies` (0 before: a tree of 2-7
+# has a zero weight for it in every conv2d leaf and predicts what it did; an older fdi_keras
+# must refuse a tree of 8, which it would predict without that term)
+FORMAT_VERSION = 8
 # A format 2-4 leaf's weights: the intercept and the features before `copies`.
 LEAF_WEIGHTS_BEFORE_COPIES = 1 + FEATURES.index("copies")
 TILES = (1, 4, 8, 16, 32)
@@ -570,10 +573,14 @@ class TimingTree:
                         f"{source}: the {kind!r} tree has no nodes or leaf "
                         f"weights of the wrong length."
                     )
+                copies = 1 + FEATURES.index("copies")
                 if version < 6 and kind == "concat":  # `copies` was also counted in `steps`
-                    steps, copies = (1 + FEATURES.index(f) for f in ("steps", "copies"))
+                    steps = 1 + FEATURES.index("steps")
                     for w in flat.weights:
                         w[steps] += w[copies]
+                if version < 8 and kind == "conv2d":  # a conv's `copies` was 0
+                    for w in flat.weights:
+                        w[copies] = 0.0
                 tree.kinds_[kind] = {**m, "tree": flat}
         except KeyError as e:
             raise TreeFormatError(

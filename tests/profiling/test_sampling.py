@@ -25,8 +25,17 @@ def test_deterministic_distinct_within_budget(kind):
     assert all(compute_features(s)["flops"] / 2 <= MAX_MACS for s in specs)
 
 
-def test_more_configs_extend_the_list():
-    assert sample_configs("conv2d", 200)[:80] == sample_configs("conv2d", 80)
+@pytest.mark.parametrize("kind", ["conv2d", "dense"])  # with and without first layers
+def test_more_configs_keep_every_config_of_fewer(kind):
+    fewer, more = sample_configs(kind, 80), sample_configs(kind, 200)
+    assert {s.key() for s in fewer} <= {s.key() for s in more}  # a larger profile resumes
+
+
+def test_a_sixth_of_conv2d_configs_are_first_layers():
+    specs = sample_configs("conv2d", 420)
+    first = [s for s in specs if s.dims["cin"] <= 2]  # the other draw starts at 3 channels
+    assert len(first) >= 14  # 45% of the 70 first layers draw 1 or 2 (in sweeps of cout)
+    assert any(s.dims["h"] == 1 for s in first) or any(s.dims["kh"] == 7 for s in first)
 
 
 def test_sweeps_cover_consecutive_channel_counts():

@@ -110,6 +110,25 @@ def test_a_tree_saved_when_copies_also_counted_builtin_concats_predicts_what_it_
         assert loaded.predict_one(spec) == pytest.approx(before)
 
 
+def test_a_tree_saved_before_convolutions_counted_their_runs_predicts_what_it_did(tmp_path):
+    rng = np.random.default_rng(0)
+    specs = [
+        LayerSpec("conv2d", dict(h=int(h), w=int(h), cin=int(c), cout=16, kh=3, kw=3, sh=1, sw=1))
+        for h, c in zip(rng.integers(4, 40, 120), rng.integers(1, 64, 120))
+    ]
+    runs = [compute_features(s)["copies"] for s in specs]
+    tree = TimingTree().fit(specs, [1.0 + 1e-3 * r for r in runs])
+    assert any(w[-1] > 0 for w in tree.kinds_["conv2d"]["tree"].weights)  # it weighs them now
+    path = tmp_path / "tree.json"
+    path.write_text(json.dumps({**tree.to_dict(), "format_version": 7}))
+    loaded = TimingTree.load(str(path))
+    for spec in specs:  # format 7 counted no runs for a convolution
+        leaf_weights = np.array(tree.leaf(spec)[1])
+        features = compute_features(spec, tree.kinds_["conv2d"]["tile"])
+        before = leaf_weights[:-1] @ [1, *(features[f] for f in FEATURES[:-1])]
+        assert loaded.predict_one(spec) == pytest.approx(before)
+
+
 def test_corrupt_file(tmp_path):
     path = tmp_path / "tree.json"
     path.write_text('{"format": "fdi_keras.timing_tree", "format_')
@@ -124,7 +143,7 @@ def test_foreign_and_other_version_files(fitted, tmp_path):
         TimingTree.load(str(path))
     data = fitted[0].to_dict()
     path.write_text(json.dumps({**data, "format_version": 99}))
-    with pytest.raises(TreeFormatError, match="format_version 99.*versions 2 to 7.*profile_device"):
+    with pytest.raises(TreeFormatError, match="format_version 99.*versions 2 to 8.*profile_device"):
         TimingTree.load(str(path))
     del data["overhead_us"]
     path.write_text(json.dumps(data))
