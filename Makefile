@@ -39,6 +39,7 @@ benchmark: profile  ## timing-model, keras.applications, compression and slimmin
 	$(PY) benchmarks/timing_model.py --profile_dir=$(OUT_DIR)
 	$(PY) benchmarks/applications.py --tree=$(OUT_DIR)/timing_tree.json
 	$(PY) benchmarks/compressors.py --tree=$(OUT_DIR)/timing_tree.json
+	$(PY) benchmarks/compressed_predictions.py --trees=now=$(OUT_DIR)/timing_tree.json
 	$(PY) benchmarks/rebirth.py
 	$(PY) benchmarks/profiler_stress.py
 

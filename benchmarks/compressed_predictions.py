@@ -77,7 +77,7 @@ def main(argv):
     )
     if not paths:
         raise app.UsageError(f"No compressed models under {FLAGS.models}: run compressors.py.")
-    rows, errors, skipped = [], {name: [] for name in trees}, {}
+    rows, errors, skipped, noise = [], {name: [] for name in trees}, {}, []
     for path in tqdm(paths, desc="models"):
         name = os.path.relpath(path, FLAGS.models).removesuffix(".keras")
         model = keras.models.load_model(path, compile=False)
@@ -86,8 +86,12 @@ def main(argv):
         except UnsupportedLayerError as e:  # int8 GRU: listed with the reason
             skipped[name] = str(e).split(":")[0]
             continue
-        measured_ms = measure_latency(flatbuffer, threads=threads).min_ms
-        row = [name, f"{model.count_params():,}", f"{measured_ms:.4f}"]
+        # Two copies timed side by side: the lower minimum is the model's time (a burst of
+        # interference on a shared machine slows one), their difference the noise floor.
+        first, again = (t.min_ms for t in measure_latency([flatbuffer] * 2, threads=threads))
+        measured_ms = min(first, again)
+        noise.append(abs(first / again - 1))
+        row = [name, f"{model.count_params():,}", f"{measured_ms:.4f}", f"{100 * noise[-1]:.1f}%"]
         for tree_name, tree in trees.items():
             error = predict_latency(model, tree).total_ms / measured_ms - 1
             errors[tree_name].append(error)
@@ -99,14 +103,20 @@ def main(argv):
         "",
         f"{environment()}. Every model `benchmarks/compressors.py` cached for "
         f"{', '.join(FLAGS.tasks)} (all methods, targets and seeds, and the teachers), "
-        "measured here (minimum over invokes) and predicted by each tree: "
+        "measured here (the minimum over invokes, two copies timed side by side, the lower "
+        "kept; `noise`: their difference) and predicted by each tree: "
         + "; ".join(f"`{n}`: {p.partition('=')[2]}" for n, p in zip(trees, FLAGS.trees))
         + ".",
         "",
-        table(["model", "params", "min ms", *(f"{n} error" for n in trees)], rows),
+        table(["model", "params", "min ms", "noise", *(f"{n} error" for n in trees)], rows),
         "",
     ]
     lines += [f"- `{n}`: {len(e)} models, {summary(np.array(e))}" for n, e in errors.items()]
+    if noise:
+        lines.append(
+            f"- noise floor (the two copies): median {100 * np.median(noise):.1f}%, "
+            f"max {100 * np.max(noise):.1f}%"
+        )
     for reason in sorted(set(skipped.values())):
         names = [n for n, r in skipped.items() if r == reason]
         lines.append(f"- skipped, {len(names)} models: {reason}")
