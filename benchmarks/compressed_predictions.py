@@ -53,6 +53,8 @@ def load_trees(specs: list[str]) -> dict[str, TimingTree]:
         name, sep, path = spec.partition("=")
         if not sep:
             raise app.UsageError(f"--trees takes name=path pairs. Received: {spec!r}")
+        if name in trees:
+            raise app.UsageError(f"--trees names {name!r} twice.")
         trees[name] = TimingTree.load(path)
     setups = {(t.dtype, t.threads) for t in trees.values()}
     if len(setups) > 1:
@@ -71,7 +73,8 @@ def summary(errors: np.ndarray) -> str:
 def main(argv):
     del argv
     trees = load_trees(FLAGS.trees)
-    dtype, threads = next(iter(trees.values())).dtype, next(iter(trees.values())).threads
+    first_tree = next(iter(trees.values()))  # all of one setup (load_trees)
+    dtype, threads = first_tree.dtype, first_tree.threads
     paths = sorted(
         p for task in FLAGS.tasks for p in glob.glob(os.path.join(FLAGS.models, task, "*.keras"))
     )
