@@ -244,7 +244,8 @@ _SAMPLERS = {
 # that the kind's other configurations stay what they were (a prefix). The log-uniform
 # channel draw (from 3) almost never makes them, and XNNPack runs them at another speed per
 # multiply-accumulate: LeNet-5's 28x28x1 5x5 convolution takes 25.5 us in int8 (4,000 MACs
-# per us), 10.3 us predicted by a tree without these rows.
+# per us), 10.3 us predicted without these rows and the input-run count they identify
+# (`fdi_keras.features._copies`).
 _INPUT_LAYERS = {"conv2d": _input_conv2d}
 INPUT_LAYER_SHARE = 1 / 6
 
