@@ -114,7 +114,8 @@ def define_fit_flags(flag_values=None) -> None:
     flags.DEFINE_float(
         "validation_fraction",
         defaults.validation_fraction,
-        "Share of rows held out to choose the tile and prune.",
+        "Share of rows each cross-validation fold holds out (1 / folds), to choose the tile "
+        "and the pruning; 0: no pruning.",
         flag_values=fv,
     )
     flags.DEFINE_bool(

@@ -1,4 +1,4 @@
-"""Greedy growth and reduced-error pruning of one kind's tree (FastDeepIoT's tree regression).
+"""Greedy growth and cost-complexity pruning of one kind's tree (FastDeepIoT's tree regression).
 
 A node splits its rows with a *range* condition (`var <= t`) or an *integer-multiple*
 condition (`var % k == 0`); the split chosen is the one whose two non-negative linear leaves
@@ -143,30 +143,66 @@ def grow(
     return tree
 
 
-def prune(tree: FlatTree, x, y, variables: list[dict]) -> None:
-    """Reduced-error pruning: a subtree becomes a leaf if that is no worse on validation rows."""
-    routes = [[] for _ in tree.left]
-    for i, v in enumerate(variables):
-        node = 0
-        routes[0].append(i)
+def _paths(tree: FlatTree, variables: list[dict]) -> list[list[int]]:
+    """Each row's nodes from the root to its leaf."""
+    paths = []
+    for v in variables:
+        node, path = 0, [0]
         while tree.left[node] != -1:
             node = tree.left[node] if tree.goes_left(node, v) else tree.right[node]
+            path.append(node)
+        paths.append(path)
+    return paths
+
+
+def node_errors(tree: FlatTree, x, y, variables: list[dict]) -> np.ndarray:
+    """Each node's relative squared error on the rows that reach it, with its own linear
+    model: a leaf's error, or what an inner node's would be if it were a leaf."""
+    routes = [[] for _ in tree.left]
+    for i, path in enumerate(_paths(tree, variables)):
+        for node in path:
             routes[node].append(i)
+    return np.array(
+        [
+            relative_sse(x[idx], y[idx], np.array(tree.weights[node])) if idx else 0.0
+            for node, idx in enumerate(routes)
+        ]
+    )
 
-    def subtree_error(node):
+
+def cost_complexity_cut(tree: FlatTree, errors, leaf_penalty: float) -> np.ndarray:
+    """The inner nodes that become leaves in the subtree of least error + `leaf_penalty` per
+    leaf (minimal cost-complexity pruning, Breiman et al. 1984): a boolean per node.
+    `errors`: `node_errors` on the rows the tree was grown on."""
+    cut = np.zeros(len(tree.left), dtype=bool)
+
+    def cost(node):
+        as_leaf = errors[node] + leaf_penalty
         if tree.left[node] == -1:
-            idx = routes[node]
-            return relative_sse(x[idx], y[idx], np.array(tree.weights[node])) if idx else 0.0
-        error = subtree_error(tree.left[node]) + subtree_error(tree.right[node])
-        idx = routes[node]
-        as_leaf = relative_sse(x[idx], y[idx], np.array(tree.weights[node])) if idx else 0.0
-        if as_leaf <= error:
-            tree.left[node] = tree.right[node] = -1
-            tree.variable[node] = tree.condition[node] = tree.value[node] = None
             return as_leaf
-        return error
+        below = cost(tree.left[node]) + cost(tree.right[node])
+        if as_leaf <= below:
+            cut[node] = True
+            return as_leaf
+        return below
 
-    subtree_error(0)
+    cost(0)
+    return cut
+
+
+def cut_leaves(tree: FlatTree, cuts, variables: list[dict]) -> list[list[int]]:
+    """For each cut of `cuts` (`cost_complexity_cut`), the node each row ends at in the tree
+    pruned there."""
+    paths = _paths(tree, variables)
+    return [[next(n for n in path if cut[n] or n == path[-1]) for path in paths] for cut in cuts]
+
+
+def prune_at(tree: FlatTree, cut) -> FlatTree:
+    """The tree with every node of `cut` made a leaf (a compact copy)."""
+    pruned = dataclasses.replace(tree, left=list(tree.left), right=list(tree.right))
+    for node in np.flatnonzero(cut):
+        pruned.left[node] = pruned.right[node] = -1
+    return compact(pruned)
 
 
 def compact(tree: FlatTree) -> FlatTree:
@@ -185,12 +221,3 @@ def compact(tree: FlatTree) -> FlatTree:
 
     copy(0)
     return out
-
-
-def refit_leaves(tree: FlatTree, x, y, variables: list[dict], intercept_max=np.inf) -> None:
-    """Refits each leaf's model on all rows that reach it (training and validation)."""
-    leaves = np.array([tree.leaf_of(v) for v in variables])
-    for leaf in np.unique(leaves):
-        idx = np.flatnonzero(leaves == leaf)
-        tree.weights[leaf] = [float(w) for w in fit_nonnegative(x[idx], y[idx], intercept_max)]
-        tree.samples[leaf] = len(idx)

@@ -49,6 +49,10 @@ TILES = (1, 4, 8, 16, 32)
 # on the AMD EPYC VM, 2026-12-05); left to the greedy splits, one int8 leaf mixed the two and
 # predicted MobileNetV2's 113x113x96 stride-2 kernel at 1.6 ms.
 FIRST_SPLITS = {"depthwise_conv2d": ("mult", "le", 1)}
+# Leaf penalties tried by the cost-complexity pruning, in squared relative error per leaf and
+# per row the tree was grown on: 0 keeps every split; 1e-4 asks a split to cut the mean
+# squared relative error by a hundredth of a 10% error's; 0.1 leaves about the root.
+LEAF_PENALTIES = (0.0, *np.geomspace(1e-7, 1e-1, 25))
 
 
 def timed_as(spec: LayerSpec) -> LayerSpec:
@@ -147,9 +151,10 @@ class TimingTree:
         max_depth: depth limit of each kind's tree.
         min_samples_leaf: fewest training rows in a leaf.
         min_gain: a split must cut its node's relative squared error by this fraction.
-        validation_fraction: share of rows held out to choose the tile and prune.
+        validation_fraction: share of rows each cross-validation fold holds out (1 / the
+            number of folds) to choose the tile and the pruning; 0: no pruning.
         tiles: candidate tile sizes of the channel dimension.
-        seed: seed of the train/validation split.
+        seed: seed of the cross-validation folds.
 
     Example:
         >>> tree = TimingTree().fit(specs, times_us)          # or .fit_rows(profile rows)
@@ -295,53 +300,85 @@ class TimingTree:
         self.metadata_ = {**metadata, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         return self
 
-    def _split(self, specs):
-        """(validation, training) row indices: whole sweeps are held out, about
-        `validation_fraction` of the rows (none for kinds with too few rows to prune)."""
+    def _folds(self, specs) -> np.ndarray | None:
+        """A cross-validation fold per row: whole sweeps (`sweep_groups`), dealt in the
+        seed's random order to 1 / `validation_fraction` folds, so that no fold validates on
+        near-copies of rows it was grown on. None for kinds with too few rows to prune."""
         if len(specs) < 4 * self.min_samples_leaf or not self.validation_fraction:
-            return np.array([], dtype=int), np.arange(len(specs))
-        is_val = held_out_sweeps(specs, self.validation_fraction, np.random.default_rng(self.seed))
-        return np.flatnonzero(is_val), np.flatnonzero(~is_val)
+            return None
+        groups = sweep_groups(specs)
+        order = np.random.default_rng(self.seed).permutation(groups.max() + 1)
+        fold_of_group = np.empty(len(order), dtype=int)
+        fold_of_group[order] = np.arange(len(order)) % max(2, round(1 / self.validation_fraction))
+        return fold_of_group[groups]
 
     def _fit_kind(self, specs, y) -> dict:
+        """One kind's tree: for each tile, a tree grown on every row and pruned at the leaf
+        penalty of least cross-validated MAPE (each fold's tree grown without the fold and
+        pruned at every penalty of LEAF_PENALTIES); the tile of least such error wins. Which
+        rows a random split holds out no longer decides the splits: they are grown on all."""
         variables = [split_variables(s) for s in specs]
         names = sorted(variables[0])
         columns = [np.array([v[n] for v in variables]) for n in names]
-        val, train = self._split(specs)
-        n_val = len(val)
+        folds = self._folds(specs)
         fixed_cost_max = float(y.min())  # no configuration's fixed cost exceeds the fastest's time
         best = None
         for tile in self.tiles:
             x = _matrices(specs, tile)
-            flat = growth.grow(
-                x[train],
-                y[train],
-                names,
-                [c[train] for c in columns],
-                self.max_depth,
-                self.min_samples_leaf,
-                self.min_gain,
-                fixed_cost_max,
-                FIRST_SPLITS.get(specs[0].kind),
-            )
-            if n_val:
-                val_vars = [variables[i] for i in val]
-                growth.prune(flat, x[val], y[val], val_vars)
-                flat = growth.compact(flat)
-                pred = np.array([x[i] @ flat.weights[flat.leaf_of(variables[i])] for i in val])
-                score = float(np.mean(np.abs(pred - y[val]) / y[val]))
-            else:
+
+            def grow(rows, x=x):
+                return growth.grow(
+                    x[rows],
+                    y[rows],
+                    names,
+                    [c[rows] for c in columns],
+                    self.max_depth,
+                    self.min_samples_leaf,
+                    self.min_gain,
+                    fixed_cost_max,
+                    FIRST_SPLITS.get(specs[0].kind),
+                )
+
+            every_row = np.arange(len(y))
+            flat = grow(every_row)
+            if folds is None:
                 score = relative_sse(x, y, np.array(flat.weights[0]))
+            else:
+                cv = self._cross_validated(grow, x, y, variables, folds)
+                penalty = LEAF_PENALTIES[int(np.argmin(cv))]
+                score = float(cv.min())
+                errors = growth.node_errors(flat, x, y, variables)
+                flat = growth.prune_at(
+                    flat, growth.cost_complexity_cut(flat, errors, penalty * len(y))
+                )
             if best is None or score < best[0]:
-                best = (score, tile, flat, x)
-        score, tile, flat, x = best
-        growth.refit_leaves(flat, x, y, variables, fixed_cost_max)
+                best = (score, tile, flat)
+        score, tile, flat = best
         return {
             "tile": tile,
             "tree": flat,
             "rows": len(y),
-            "validation_mape": score if n_val else None,
+            "validation_mape": score if folds is not None else None,
         }
+
+    @staticmethod
+    def _cross_validated(grow, x, y, variables, folds) -> np.ndarray:
+        """The MAPE over every row, predicted by the tree grown without its fold and pruned
+        at each penalty of LEAF_PENALTIES (per leaf and row grown on)."""
+        errors = np.zeros((len(LEAF_PENALTIES), len(y)))
+        for fold in np.unique(folds):
+            held = np.flatnonzero(folds == fold)
+            kept = np.flatnonzero(folds != fold)
+            tree = grow(kept)
+            node_errors = growth.node_errors(tree, x[kept], y[kept], [variables[i] for i in kept])
+            cuts = [
+                growth.cost_complexity_cut(tree, node_errors, p * len(kept)) for p in LEAF_PENALTIES
+            ]
+            for j, ends in enumerate(growth.cut_leaves(tree, cuts, [variables[i] for i in held])):
+                weights = np.array([tree.weights[n] for n in ends])
+                predicted = np.einsum("ij,ij->i", x[held], weights)
+                errors[j, held] = np.abs(predicted / y[held] - 1)
+        return errors.mean(axis=1)
 
     # ---- prediction ----------------------------------------------------------------------
     def _check_fitted(self):

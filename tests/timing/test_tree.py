@@ -261,3 +261,38 @@ def test_a_depthwise_tree_splits_first_on_the_depth_multiplier():
         spec = LayerSpec("depthwise_conv2d", dict(h=56, w=56, cin=96, mult=mult, kh=3, kw=3,
                                                   sh=1, sw=1), {"padding": "same"})  # fmt: skip
         assert tree.predict_one(spec) == pytest.approx(truth(spec), rel=0.1)
+
+
+def _same_splits_down_to(pruned, full, a=0, b=0) -> bool:
+    """Whether every split of `pruned` is `full`'s at the same place (pruned is full cut)."""
+    if pruned.left[a] == -1:
+        return True
+    same = (pruned.variable[a], pruned.condition[a], pruned.value[a]) == (
+        full.variable[b],
+        full.condition[b],
+        full.value[b],
+    )
+    return same and all(
+        _same_splits_down_to(pruned, full, getattr(pruned, side)[a], getattr(full, side)[b])
+        for side in ("left", "right")
+    )
+
+
+def test_pruning_cuts_noise_splits_and_the_seed_only_moves_the_cut():
+    # Linear in the FLOPs with 3% noise: every split a tree grown without a minimum gain
+    # finds is noise. Cross-validated pruning cuts them back; the folds' seed only chooses
+    # where the tree grown on every row is cut, never which splits it has.
+    rng = np.random.default_rng(3)
+    specs = sample_configs("dense", 400, seed=3)
+    flops = np.array([compute_features(s)["flops"] for s in specs])
+    y = (1.0 + 1e-4 * flops) * rng.lognormal(0.0, 0.03, len(flops))
+    full = TimingTree(min_gain=0.0, validation_fraction=0.0, tiles=(1,)).fit(specs, y)
+    full_flat = full.kinds_["dense"]["tree"]
+    leaves = sum(1 for child in full_flat.left if child == -1)
+    assert leaves > 8
+    for seed in (0, 1, 2):
+        tree = TimingTree(min_gain=0.0, tiles=(1,), seed=seed).fit(specs, y)
+        flat = tree.kinds_["dense"]["tree"]
+        assert sum(1 for child in flat.left if child == -1) <= 2  # 1 on these rows
+        assert _same_splits_down_to(flat, full_flat)
+        assert tree.kinds_["dense"]["validation_mape"] < 0.05  # the noise, about 2.4%
