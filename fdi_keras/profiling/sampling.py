@@ -6,7 +6,8 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 |---|---|
 | conv2d | h=w in 1..224 (k..224 with `valid` padding; a fifth 1-D: h=1, w in 16..512, as |
 |  | Conv1D runs), cin 3..2048, cout 4..2048, k in {1,3,5,7}, stride 1 or 2; a sixth of |
-|  | them first layers: cin 1..4, cout 4..128, k in {3,5,7}, h=w in 16..224 (or 1-D) |
+|  | them first layers: cin 1..4, cout 4..128, k in {3,5,7}, h=w in 16..224 (or 1-D); a |
+|  | twelfth `valid` windows covering a small map: k in {3,5,7}, h=w in k..k+2, c 8..1024 |
 | depthwise_conv2d | h=w in 1..224 (k..224 with `valid` padding), cin 8..1024, multiplier 1 |
 |  | (sometimes 2), k in {3,5,7}, stride 1 or 2 |
 | dense | m=1 (sometimes a sequence of 2..128 rows), cin 8..4096, cout 4..4096 |
@@ -50,7 +51,7 @@ from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 # where the time has staircases over many dimensions, fewer for element-wise kinds whose
 # time is a line in their size; and random networks timed whole for the composition term.
 DEFAULT_COUNTS = {
-    "conv2d": 420,  # 350 and 70 first layers (INPUT_LAYER_SHARE)
+    "conv2d": 420,  # 315, 70 first layers and 35 covering windows (_SPECIAL_STREAMS)
     "depthwise_conv2d": 300,
     "dense": 200,
     "pool2d": 80,
@@ -139,6 +140,19 @@ def _input_conv2d(rng):
         h=h, w=w, cin=cin, cout=_channels(rng, 4, 128), kh=kh, kw=k, sh=1 if h == 1 else s, sw=s
     )
     return dims, {"padding": pad}, "cout"
+
+
+def _covering_conv2d(rng):
+    """A window without padding that covers all or nearly all of a small map, as a stock
+    model's last convolutions at a small input (InceptionV3 at 75 px reduces 3x3 maps to 1x1
+    with a `valid` 3x3 window at stride 2): one to three output positions a side."""
+    k = int(rng.choice([3, 5, 7], p=[0.7, 0.15, 0.15]))
+    s = int(rng.choice([1, 2]))
+    h = k + int(rng.integers(0, 3))
+    dims = dict(
+        h=h, w=h, cin=_channels(rng, 8, 1024), cout=_channels(rng, 8, 1024), kh=k, kw=k, sh=s, sw=s
+    )
+    return dims, {"padding": "valid"}, "cout"
 
 
 def _depthwise(rng):
@@ -240,14 +254,23 @@ _SAMPLERS = {
 }
 
 
-# First layers, a share of a kind's configurations drawn by a random stream of their own, so
-# that the kind's other configurations stay what they were (a prefix). The log-uniform
-# channel draw (from 3) almost never makes them, and XNNPack runs them at another speed per
-# multiply-accumulate: LeNet-5's 28x28x1 5x5 convolution takes 25.5 us in int8 (4,000 MACs
-# per us), 10.3 us predicted without these rows and the input-run count they identify
-# (`fdi_keras.features._copies`).
-_INPUT_LAYERS = {"conv2d": _input_conv2d}
-INPUT_LAYER_SHARE = 1 / 6
+# Configurations the main draw almost never makes, each a share of the kind's configurations
+# drawn by a random stream of its own, so that the kind's other configurations stay what they
+# were (prefixes of their streams):
+# - first layers: the log-uniform channel draw (from 3) almost never makes them, and XNNPack
+#   runs them at another speed per multiply-accumulate: LeNet-5's 28x28x1 5x5 convolution
+#   takes 25.5 us in int8 (4,000 MACs per us), 10.3 us predicted without these rows and the
+#   input-run count they identify (`fdi_keras.features._copies`);
+# - covering windows: a `valid` window over all of a 3-9 px map (1-3 output positions a side)
+#   is drawn in 3 of 420 configurations, and the zoo has 41 such kernels (InceptionV3 and
+#   Inception-ResNet at 75 px), which the tree fitted without them predicted 21% slow (every
+#   one of them over); with these 35 rows, 12% (+2% on average).
+_SPECIAL_STREAMS = {
+    "conv2d": (
+        (b"input layers", _input_conv2d, 1 / 6),
+        (b"covering windows", _covering_conv2d, 1 / 12),
+    )
+}
 
 
 def _within_budget(spec: LayerSpec) -> bool:
@@ -267,20 +290,24 @@ def _sweep(rng, dims, channel_dim) -> list[dict]:
 
 
 def _draw(kind, num_configs, seed, p_round, sweeps, dtype, threads) -> list[LayerSpec]:
-    """`num_configs` distinct configurations of `kind`: for a kind with first layers,
-    INPUT_LAYER_SHARE of them are, drawn from a random stream of their own, after the others
-    from the stream `seed`. Each part is a prefix of a longer draw, so asking for more
-    configurations gives a superset of them."""
+    """`num_configs` distinct configurations of `kind`: for a kind with special streams
+    (`_SPECIAL_STREAMS`), each stream's share of them is drawn from a random stream of its
+    own, after the others from the stream `seed`. Each part is a prefix of a longer draw, so
+    asking for more configurations gives a superset of them."""
     if kind not in _SAMPLERS:
         raise ValueError(f"Cannot sample kind {kind!r}. Supported kinds: {sorted(_SAMPLERS)}")
-    first = int(round(INPUT_LAYER_SHARE * num_configs)) if kind in _INPUT_LAYERS else 0
+    streams = [
+        (name, sampler, int(round(share * num_configs)))
+        for name, sampler, share in _SPECIAL_STREAMS.get(kind, ())
+    ]
+    main = num_configs - sum(count for _, _, count in streams)
     rng = _Draws(seed, p_round)
-    specs = _draw_from(_SAMPLERS[kind], kind, num_configs - first, rng, sweeps, dtype, threads)
-    if first:
-        rng = _Draws([*seed, zlib.crc32(b"input layers")], p_round)
+    specs = _draw_from(_SAMPLERS[kind], kind, main, rng, sweeps, dtype, threads)
+    for name, sampler, count in streams:
+        rng = _Draws([*seed, zlib.crc32(name)], p_round)
         known = {s.key() for s in specs}
-        extra = _draw_from(_INPUT_LAYERS[kind], kind, num_configs, rng, sweeps, dtype, threads)
-        specs += [s for s in extra if s.key() not in known][:first]
+        extra = _draw_from(sampler, kind, num_configs, rng, sweeps, dtype, threads)
+        specs += [s for s in extra if s.key() not in known][:count]
     return specs
 
 

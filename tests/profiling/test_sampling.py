@@ -38,6 +38,18 @@ def test_a_sixth_of_conv2d_configs_are_first_layers():
     assert all(s.dims["kw"] >= 3 for s in first)  # a first layer has a window
 
 
+def test_a_twelfth_of_conv2d_configs_are_valid_windows_covering_a_small_map():
+    # A stock model at a small input ends on them (InceptionV3 at 75 px: a valid 3x3 window
+    # at stride 2 on a 3x3 map); the main draw almost never makes one.
+    def covering(s):
+        d = s.dims
+        return s.attrs["padding"] == "valid" and d["kh"] >= 3 and d["h"] <= d["kh"] + 2
+
+    specs = sample_configs("conv2d", 420)
+    assert 30 <= sum(covering(s) for s in specs) <= 45  # 35, and a few of the main draw's
+    assert sum(covering(s) for s in specs[: 420 - 35 - 70]) <= 10
+
+
 def test_sweeps_cover_consecutive_channel_counts():
     specs = sample_configs("dense", 300)
     shapes = {}
