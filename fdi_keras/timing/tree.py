@@ -303,10 +303,13 @@ class TimingTree:
     def _folds(self, specs) -> np.ndarray | None:
         """A cross-validation fold per row: whole sweeps (`sweep_groups`), dealt in the
         seed's random order to 1 / `validation_fraction` folds, so that no fold validates on
-        near-copies of rows it was grown on. None for kinds with too few rows to prune."""
+        near-copies of rows it was grown on. None for kinds with too few rows (or sweeps) to
+        prune."""
         if len(specs) < 4 * self.min_samples_leaf or not self.validation_fraction:
             return None
         groups = sweep_groups(specs)
+        if groups.max() < 1:  # one sweep: nothing to hold out
+            return None
         order = np.random.default_rng(self.seed).permutation(groups.max() + 1)
         fold_of_group = np.empty(len(order), dtype=int)
         fold_of_group[order] = np.arange(len(order)) % max(2, round(1 / self.validation_fraction))

@@ -296,3 +296,12 @@ def test_pruning_cuts_noise_splits_and_the_seed_only_moves_the_cut():
         assert sum(1 for child in flat.left if child == -1) <= 2  # 1 on these rows
         assert _same_splits_down_to(flat, full_flat)
         assert tree.kinds_["dense"]["validation_mape"] < 0.05  # the noise, about 2.4%
+
+
+def test_a_kind_of_one_sweep_fits_unpruned():
+    # Every row differs from the others in the swept channel count only: one sweep, no fold
+    # to hold out.
+    specs = [LayerSpec("dense", dict(m=1, cin=64, cout=c)) for c in range(8, 108)]
+    y = np.array([1.0 + 0.01 * s.dims["cout"] for s in specs])
+    model = TimingTree().fit(specs, y).kinds_["dense"]
+    assert model["validation_mape"] is None
