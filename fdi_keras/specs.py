@@ -93,8 +93,10 @@ class LayerSpec:
         object.__setattr__(self, "dims", {k: int(self.dims[k]) for k in dim_names})
         object.__setattr__(self, "attrs", attrs)
 
-    def __hash__(self):
-        return hash(self.key())
+    def __hash__(self):  # dims and attrs are in their kind's canonical order (__post_init__)
+        return hash(
+            (self.kind, *self.dims.values(), *self.attrs.values(), self.dtype, self.threads)
+        )
 
     def key(self) -> str:
         """A canonical string identifying this configuration (used to resume profiling)."""

@@ -197,7 +197,7 @@ class FastDeepIoTCallback(keras.callbacks.Callback):
 
     def expected_latency_us(self) -> float:
         """What the gates are heading for (see `StrengthController.expected_latency_us`)."""
-        return self.controller.expected_latency_us(self.model)
+        return self.controller.expected_latency_us()
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch is None:

@@ -32,6 +32,7 @@ class StrengthController:
         self.target_latency_ms = target_latency_ms
         self.adapt_rate = float(adapt_rate)
         self._anchor_us = 0.0
+        self._anchored: list[tuple] = []  # (wrapper, channel cost, alive mask)
         self._anchor_alive: list[float] = []
 
     @property
@@ -45,16 +46,26 @@ class StrengthController:
             self.regularizer.strength = max(scales)
 
     def anchor(self, model, latency_us: float) -> None:
-        """Remembers the hard prediction and the expected alive channels it was made at."""
+        """Remembers the hard prediction, and the channel costs, alive masks and expected alive
+        channels it was made at (costs and masks change only where the callback anchors
+        again: between two anchors a control step reads the gates alone)."""
         self._anchor_us = latency_us
-        self._anchor_alive = [float(w.expected_alive()) for w in wrappers(model)]
+        self._anchored = [
+            (
+                w,
+                float(keras.ops.convert_to_numpy(w.channel_cost)),
+                keras.ops.convert_to_numpy(w.alive),
+            )
+            for w in wrappers(model)
+        ]
+        self._anchor_alive = [w.expected_alive_now(alive) for w, _, alive in self._anchored]
 
-    def expected_latency_us(self, model) -> float:
+    def expected_latency_us(self) -> float:
         """The anchored prediction moved, linearly in the leaves it used, by the change of
         every layer's expected alive channels since."""
         moved = sum(
-            float(w.channel_cost) * (float(w.expected_alive()) - alive)
-            for w, alive in zip(wrappers(model), self._anchor_alive)
+            cost * (w.expected_alive_now(alive) - before)
+            for (w, cost, alive), before in zip(self._anchored, self._anchor_alive)
         )
         return self._anchor_us * (1.0 + moved)
 

@@ -7,7 +7,6 @@ nearby width predicted to be no slower), which keeps more accuracy for the same 
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 from fdi_keras.features import weight_bytes
@@ -173,7 +172,7 @@ def prune_to_target(
 def _close(group, count: int) -> None:
     """Removes the `count` alive channels of a group with the lowest gate logits."""
     alive = group[0].alive.numpy()
-    logits = np.mean([keras.ops.convert_to_numpy(w.gate_logits) for w in group], axis=0)
+    logits = np.mean([w.host_logits() for w in group], axis=0)
     living = np.flatnonzero(alive > 0)
     alive[living[np.argsort(logits[living])][:count]] = 0.0
     for w in group:
@@ -201,7 +200,7 @@ def _revive(group, count: int) -> None:
     (kept by `min_channels` alone) is opened at that logit too, so that the mask keeps every
     alive channel."""
     alive = group[0].alive.numpy()
-    logits = np.mean([keras.ops.convert_to_numpy(w.gate_logits) for w in group], axis=0)
+    logits = np.mean([w.host_logits() for w in group], axis=0)
     dead = np.flatnonzero(alive == 0)
     revive = dead[np.argsort(-logits[dead])][:count]
     threshold = get_gate(group[0].gate).threshold

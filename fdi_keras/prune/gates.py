@@ -28,6 +28,7 @@ class HardConcrete:
     beta, gamma, zeta = 2.0 / 3.0, -0.1, 1.1
     # is_open <=> the deterministic gate clip(sigmoid(logit) * (zeta - gamma) + gamma) > 0.
     threshold = math.log(-gamma / zeta)  # logit above which the deterministic gate is open
+    open_offset = beta * threshold  # P(open) = sigmoid(logit - open_offset)
 
     uses_noise = True
 
@@ -41,7 +42,7 @@ class HardConcrete:
         return ops.clip(s * (self.zeta - self.gamma) + self.gamma, 0.0, 1.0)
 
     def open_probability(self, logits):
-        return ops.sigmoid(logits - self.beta * math.log(-self.gamma / self.zeta))
+        return ops.sigmoid(logits - self.open_offset)
 
     def is_open(self, logits):
         return ops.cast(logits > self.threshold, "float32")
@@ -50,6 +51,7 @@ class HardConcrete:
 class StraightThrough:
     name = "straight_through"
     threshold = 0.0
+    open_offset = 0.0  # P(open) = sigmoid(logit)
 
     uses_noise = False
 
@@ -62,7 +64,7 @@ class StraightThrough:
         return hard + soft - ops.stop_gradient(soft)
 
     def open_probability(self, logits):
-        return ops.sigmoid(logits)
+        return ops.sigmoid(logits - self.open_offset)
 
     def is_open(self, logits):
         return ops.cast(logits > 0.0, "float32")

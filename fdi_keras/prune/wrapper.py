@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import scipy.special
 from keras import ops
 
 from fdi_keras.graph import rule_for
@@ -229,9 +230,21 @@ class LatencyAware(L.Wrapper):
     def set_gate_logits(self, logits) -> None:
         self.gate_parameters.assign(np.asarray(logits, "float32") / self.logit_scale)
 
+    def host_logits(self) -> np.ndarray:
+        """`gate_logits` in NumPy. The callback reads the gates between training steps a few
+        dozen times an epoch; there an eager op costs more than the arithmetic."""
+        return keras.ops.convert_to_numpy(self.gate_parameters) * self.logit_scale
+
     def expected_alive(self):
         """Differentiable expected number of alive channels."""
         return ops.sum(get_gate(self.gate).open_probability(self.gate_logits) * self.alive)
+
+    def expected_alive_now(self, alive=None) -> float:
+        """`expected_alive` computed in NumPy, for the host (the two agree: tested); `alive`:
+        the alive mask, when the caller holds it (saves reading the variable)."""
+        offset = get_gate(self.gate).open_offset
+        alive = keras.ops.convert_to_numpy(self.alive) if alive is None else alive
+        return float(np.sum(scipy.special.expit(self.host_logits() - offset) * alive))
 
     def inference_mask(self):
         """The 0/1 mask used in inference: open gates of alive channels, at least min_channels."""
@@ -397,7 +410,7 @@ class LatencyAware(L.Wrapper):
         `inference_mask` computed in NumPy: FastDeepIoT's epoch step asks for every gate's mask
         a few dozen times, and a handful of eager ops per call cost more than the step's
         arithmetic. The two agree (tests/prune/test_wrapper.py)."""
-        logits = keras.ops.convert_to_numpy(self.gate_logits)
+        logits = self.host_logits()
         alive = keras.ops.convert_to_numpy(self.alive) > 0
         is_open = (logits > get_gate(self.gate).threshold) & alive
         if is_open.sum() >= self.min_channels:

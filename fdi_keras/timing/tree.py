@@ -293,6 +293,7 @@ class TimingTree:
         return self._fit_dataset(data, metadata or {})
 
     def _fit_dataset(self, data, metadata) -> TimingTree:
+        self.__dict__.pop("_predicted_us", None)  # predict_one's, for the trees replaced
         self.kinds_ = {kind: self._fit_kind(specs, y) for kind, (specs, y) in sorted(data.items())}
         self.composition_ = {}
         # Every profiled time includes one invoke; the cheapest kernel bounds that overhead.
@@ -444,9 +445,14 @@ class TimingTree:
         return node, np.array(flat.weights[node]), model["tile"]
 
     def predict_one(self, spec: LayerSpec) -> float:
-        """Predicted time of one kernel, microseconds (as a single-kernel model's invoke)."""
-        _, w, tile = self.leaf(spec)
-        return float(design_matrix([compute_features(self.timed_spec(spec), tile)])[0] @ w)
+        """Predicted time of one kernel, microseconds (as a single-kernel model's invoke).
+        Remembered per kernel: pruning asks for the same kernels many times an epoch."""
+        known = self.__dict__.setdefault("_predicted_us", {})
+        if spec not in known:
+            _, w, tile = self.leaf(spec)
+            features = compute_features(self.timed_spec(spec), tile)
+            known[spec] = float(design_matrix([features])[0] @ w)
+        return known[spec]
 
     def predict(self, specs: list[LayerSpec]) -> np.ndarray:
         return np.array([self.predict_one(s) for s in specs])

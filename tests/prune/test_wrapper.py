@@ -97,6 +97,19 @@ def test_the_host_mask_is_the_inference_mask(gate):
         np.testing.assert_array_equal(layer.mask(), expected)
 
 
+@pytest.mark.parametrize("gate", ["hard_concrete", "straight_through"])
+def test_the_host_expected_alive_is_the_differentiable_one(gate):
+    layer = LatencyAware(L.Dense(16), gate=gate)
+    layer(np.ones((1, 4), "float32"))
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        layer.alive.assign((rng.random(16) < 0.7).astype("float32"))
+        layer.set_gate_logits(rng.normal(0.0, 4.0, 16))
+        expected = float(keras.ops.convert_to_numpy(layer.expected_alive()))
+        assert 0.0 < expected < 16.0
+        assert layer.expected_alive_now() == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "make",
     [
