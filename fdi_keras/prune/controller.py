@@ -32,8 +32,8 @@ class StrengthController:
         self.target_latency_ms = target_latency_ms
         self.adapt_rate = float(adapt_rate)
         self._anchor_us = 0.0
-        self._anchored: list[tuple] = []  # (wrapper, channel cost, alive mask)
-        self._anchor_alive: list[float] = []
+        # Per wrapper: (wrapper, channel cost, alive mask, expected alive channels) at the anchor.
+        self._anchored: list[tuple] = []
 
     @property
     def strength(self) -> float:
@@ -50,22 +50,18 @@ class StrengthController:
         channels it was made at (costs and masks change only where the callback anchors
         again: between two anchors a control step reads the gates alone)."""
         self._anchor_us = latency_us
-        self._anchored = [
-            (
-                w,
-                float(keras.ops.convert_to_numpy(w.channel_cost)),
-                keras.ops.convert_to_numpy(w.alive),
-            )
-            for w in wrappers(model)
-        ]
-        self._anchor_alive = [w.expected_alive_now(alive) for w, _, alive in self._anchored]
+        self._anchored = []
+        for w in wrappers(model):
+            alive = keras.ops.convert_to_numpy(w.alive)
+            cost = float(keras.ops.convert_to_numpy(w.channel_cost))
+            self._anchored.append((w, cost, alive, w.expected_alive_now(alive)))
 
     def expected_latency_us(self) -> float:
         """The anchored prediction moved, linearly in the leaves it used, by the change of
         every layer's expected alive channels since."""
         moved = sum(
             cost * (w.expected_alive_now(alive) - before)
-            for (w, cost, alive), before in zip(self._anchored, self._anchor_alive)
+            for w, cost, alive, before in self._anchored
         )
         return self._anchor_us * (1.0 + moved)
 

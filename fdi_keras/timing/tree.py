@@ -188,6 +188,7 @@ class TimingTree:
         self.seed = seed
         self.kinds_: dict[str, dict] = {}
         self.metadata_: dict = {}
+        self._predicted_us: dict[LayerSpec, float] = {}  # predict_one's, per kernel
         self.overhead_us_ = 0.0
         self.composition_: dict[str, Composition] = {}
 
@@ -293,7 +294,7 @@ class TimingTree:
         return self._fit_dataset(data, metadata or {})
 
     def _fit_dataset(self, data, metadata) -> TimingTree:
-        self.__dict__.pop("_predicted_us", None)  # predict_one's, for the trees replaced
+        self._predicted_us = {}  # predictions of the trees this fit replaces
         self.kinds_ = {kind: self._fit_kind(specs, y) for kind, (specs, y) in sorted(data.items())}
         self.composition_ = {}
         # Every profiled time includes one invoke; the cheapest kernel bounds that overhead.
@@ -447,12 +448,11 @@ class TimingTree:
     def predict_one(self, spec: LayerSpec) -> float:
         """Predicted time of one kernel, microseconds (as a single-kernel model's invoke).
         Remembered per kernel: pruning asks for the same kernels many times an epoch."""
-        known = self.__dict__.setdefault("_predicted_us", {})
-        if spec not in known:
+        if spec not in self._predicted_us:
             _, w, tile = self.leaf(spec)
             features = compute_features(self.timed_spec(spec), tile)
-            known[spec] = float(design_matrix([features])[0] @ w)
-        return known[spec]
+            self._predicted_us[spec] = float(design_matrix([features])[0] @ w)
+        return self._predicted_us[spec]
 
     def predict(self, specs: list[LayerSpec]) -> np.ndarray:
         return np.array([self.predict_one(s) for s in specs])
