@@ -185,12 +185,36 @@ def compute_features(spec: LayerSpec, tile: int = 1) -> dict[str, float]:
     }
 
 
+# Channel dims whose last register tile a tree may split on, and the tile sizes: the variable
+# `cout_in_last_32` counts the channels the last tile of 32 holds (1-32; 32 when 32 divides
+# cout). Where a tile does not divide the channels, the runtime may switch code paths rather
+# than pad: a batch-1 Dense on the AMD EPYC VM (XNNPack, float32, 1 thread) whose last tile of
+# 32 held 1-16 outputs ran ~1.6x slower than one whose last tile held 17-32 (cin 1000: 512
+# outputs 22.2 us, 513 35.6 us, 528 35.6 us, 529 23.5 us; 2026-12-06): fewer channels, more
+# time, a step that neither rounding cout up to a tile nor `cout % k == 0` can express.
+LAST_TILE_DIMS = ("cin", "cout", "c", "units")
+LAST_TILE_SIZES = (8, 16, 32, 64)
+LAST_TILE = "_in_last_"
+
+
+def is_last_tile(name: str) -> bool:
+    """Last-tile variables are named like `cout_in_last_32`."""
+    return LAST_TILE in name
+
+
 def split_variables(spec: LayerSpec) -> dict[str, float]:
-    """The variables a tree may split on: raw dims, one 0/1 indicator per categorical attr
-    value (`op=max`), and log2 of FLOPs and memory."""
+    """The variables a tree may split on: raw dims, the channels in the last tile of each
+    channel dim (`cout_in_last_32`, see LAST_TILE_DIMS), one 0/1 indicator per categorical
+    attr value (`op=max`), and log2 of FLOPs and memory."""
     f = compute_features(spec)
     return {
         **{k: float(v) for k, v in spec.dims.items()},
+        **{
+            f"{k}{LAST_TILE}{m}": float((v - 1) % m + 1)
+            for k, v in spec.dims.items()
+            if k in LAST_TILE_DIMS and v > 0
+            for m in LAST_TILE_SIZES
+        },
         **{f"{k}={v}": 1.0 for k, v in spec.attrs.items()},
         **{
             f"{k}={other}": 0.0

@@ -89,6 +89,14 @@ def test_split_variables_include_dims_and_log_sizes():
     assert v["cin"] == 256 and v["cout"] == 128 and 16 < v["log2_flops"] < 17
 
 
+@pytest.mark.parametrize("cout, last", [(512, 32), (513, 1), (528, 16), (529, 17), (31, 31)])
+def test_split_variables_count_the_channels_in_the_last_tile(cout, last):
+    v = split_variables(LayerSpec("dense", dict(m=1, cin=1000, cout=cout)))
+    assert v["cout_in_last_32"] == last
+    assert v["cout_in_last_8"] == (cout - 1) % 8 + 1
+    assert "m_in_last_32" not in v  # rows, not channels
+
+
 @pytest.mark.parametrize(
     "kind, dims, attrs",
     [

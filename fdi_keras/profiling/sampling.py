@@ -67,7 +67,7 @@ DEFAULT_COUNTS = {
     "gru": 60,
     "lstm": 60,
     "lrn": 100,
-    "network": 50,  # and 20 narrow ones, 30 chains, and their kernels (profiler.sample_all)
+    "network": 50,  # and 20 narrow ones, 60 chains, and their kernels (profiler.sample_all)
 }
 # Held-out random networks use seeds from this offset on (fitted ones start at 0).
 HELD_OUT_NETWORKS = 1_000_000

@@ -1,8 +1,9 @@
 """Greedy growth and cost-complexity pruning of one kind's tree (FastDeepIoT's tree regression).
 
-A node splits its rows with a *range* condition (`var <= t`) or an *integer-multiple*
-condition (`var % k == 0`); the split chosen is the one whose two non-negative linear leaves
-have the smallest relative squared error. The tree is stored as flat parallel lists, like
+A node splits its rows with a *range* condition (`var <= t`, also on the channels in a
+channel dim's last tile, `cout_in_last_32 <= 16`) or an *integer-multiple* condition
+(`var % k == 0`); the split chosen is the one whose two non-negative linear leaves have the
+smallest relative squared error. The tree is stored as flat parallel lists, like
 scikit-learn's, which is also its JSON form.
 """
 
@@ -12,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from fdi_keras.features import is_last_tile
 from fdi_keras.timing.leaf import fit_nonnegative, relative_sse
 
 MULTIPLES = (2, 4, 8, 16, 32, 64)
@@ -75,7 +77,7 @@ def _candidates(names, columns, min_leaf):
             qs = np.unique(np.quantile(values, np.linspace(0.05, 0.95, 19), method="lower"))
             for t in qs:
                 yield name, values, "le", float(t)
-        if name not in LOG_VARIABLES and not is_indicator(name):
+        if name not in LOG_VARIABLES and not is_indicator(name) and not is_last_tile(name):
             for k in MULTIPLES:
                 if uniq.max() >= k:
                     yield name, values, "mod", k

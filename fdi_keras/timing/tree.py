@@ -15,6 +15,7 @@ dense 8.1% -> 9.9%, one trial on the AMD VM).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import warnings
@@ -24,7 +25,7 @@ import numpy as np
 
 from fdi_keras.atomic import atomic_write_bytes
 from fdi_keras.errors import MissingKindError, TreeFormatError
-from fdi_keras.features import FEATURES, compute_features, split_variables
+from fdi_keras.features import FEATURES, compute_features, is_last_tile, split_variables
 from fdi_keras.specs import NETWORK, SWEEP_DIMS, LayerSpec
 from fdi_keras.timing import growth
 from fdi_keras.timing.composition import MIN_NETWORKS, STATISTICS, Composition
@@ -38,11 +39,16 @@ FORMAT = "fdi_keras.timing_tree"
 # composition term's `unhidden` share (0 in a tree of 3-6: the roofline it predicted with);
 # 8: a convolution with a window counts its input runs in `copies` (0 before: a tree of 2-7
 # has a zero weight for it in every conv2d leaf and predicts what it did; an older fdi_keras
-# must refuse a tree of 8, which it would predict without that term)
-FORMAT_VERSION = 8
+# must refuse a tree of 8, which it would predict without that term); 9: splits on the channels
+# in a dim's last tile (`cout_in_last_32`, `fdi_keras.features.LAST_TILE_DIMS`), which an
+# older fdi_keras cannot evaluate
+FORMAT_VERSION = 9
 # A format 2-4 leaf's weights: the intercept and the features before `copies`.
 LEAF_WEIGHTS_BEFORE_COPIES = 1 + FEATURES.index("copies")
 TILES = (1, 4, 8, 16, 32)
+# How much splits on the channels in a dim's last tile (`fdi_keras.features.LAST_TILE_DIMS`)
+# must cut a kind's cross-validated MAPE for its tree to keep them: 0.2 points.
+LAST_TILE_GAIN = 0.002
 # Where XNNPack runs a kind through different code: the root of its tree splits there. A
 # depthwise conv with a depth multiplier above 1 ran at a median 3.0 (int8) and 4.3 (float32)
 # G multiply-accumulates per second against 17.7 and 13.3 with multiplier 1 (kernels of over 1e6
@@ -318,20 +324,28 @@ class TimingTree:
         return fold_of_group[groups]
 
     def _fit_kind(self, specs, y) -> dict:
-        """One kind's tree: for each tile, a tree grown on every row and pruned at the leaf
-        penalty of least cross-validated MAPE (each fold's tree grown without the fold and
-        pruned at every penalty of LEAF_PENALTIES); the tile of least such error wins. Which
-        rows a random split holds out no longer decides the splits: they are grown on all."""
+        """One kind's tree: for each tile, and with or without splits on the channels in a
+        dim's last tile (`fdi_keras.features.LAST_TILE_DIMS`), a tree grown on every row and
+        pruned at the leaf penalty of least cross-validated MAPE (each fold's tree grown
+        without the fold and pruned at every penalty of LEAF_PENALTIES); the pair of least
+        such error wins, the last-tile splits only if they cut it by LAST_TILE_GAIN. Which
+        rows a random split holds out no longer decides the splits: they are grown on all.
+        The last-tile splits must earn their place: offered to every kind, they fit the
+        float32 conv2d rows of the AMD EPYC VM worse (cross-validated 6.6% against 6.3%), and
+        its dense rows better (7.1% against 10.5%)."""
         variables = [split_variables(s) for s in specs]
-        names = sorted(variables[0])
-        columns = [np.array([v[n] for v in variables]) for n in names]
+        every_name = sorted(variables[0])
         folds = self._folds(specs)
         fixed_cost_max = float(y.min())  # no configuration's fixed cost exceeds the fastest's time
+        name_sets = [[n for n in every_name if not is_last_tile(n)], every_name]
+        if folds is None or len(name_sets[0]) == len(every_name):
+            name_sets = name_sets[-1:]  # nothing to choose between, or no folds to choose with
         best = None
-        for tile in self.tiles:
+        for names, tile in itertools.product(name_sets, self.tiles):
             x = _matrices(specs, tile)
+            columns = [np.array([v[n] for v in variables]) for n in names]
 
-            def grow(rows, x=x):
+            def grow(rows, x=x, names=names, columns=columns):
                 return growth.grow(
                     x[rows],
                     y[rows],
@@ -356,7 +370,10 @@ class TimingTree:
                 flat = growth.prune_at(
                     flat, growth.cost_complexity_cut(flat, errors, penalty * len(y))
                 )
-            if best is None or score < best[0]:
+            # Last-tile splits must cut the error by LAST_TILE_GAIN: on a tie the plainer
+            # tree wins (a tile of 8 with a split on `cout_in_last_16` can mimic a tile of 16).
+            gain = LAST_TILE_GAIN if names is not name_sets[0] else 0.0
+            if best is None or score < best[0] - gain:
                 best = (score, tile, flat)
         score, tile, flat = best
         return {
