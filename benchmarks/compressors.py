@@ -370,25 +370,31 @@ def fastest_at(runs, method, accuracy_floor):
 
 
 def verdict(speedup, runs, teacher_ms, floor) -> str:
-    """FastDeepIoT at one target against the most accurate other method measured at least as
-    fast (within the noise floor): methods that missed the target are not credited with the
-    accuracy a slower model keeps."""
-    at = [r for r in runs if r["speedup"] == speedup]
-    methods = {r["method"] for r in at}
-    acc = {m: np.mean([r["accuracy"] for r in at if r["method"] == m]) for m in methods}
-    ms = {m: np.mean([r["ms"] for r in at if r["method"] == m]) for m in methods}
-    if "FastDeepIoT" not in methods:
+    """FastDeepIoT at one target against the most accurate other model measured at least as
+    fast (within the noise floor), whatever target that model was asked for: a method that
+    overshot its target is compared with the others' faster targets, and one that missed it
+    is not credited with the accuracy a slower model keeps. Each (method, target) is the mean
+    over its seeds."""
+    points = {}  # (method, target) -> (accuracy, ms), means over seeds
+    for key in {(r["method"], r["speedup"]) for r in runs}:
+        chosen = [r for r in runs if (r["method"], r["speedup"]) == key]
+        points[key] = (
+            np.mean([r["accuracy"] for r in chosen]),
+            np.mean([r["ms"] for r in chosen]),
+        )
+    if ("FastDeepIoT", speedup) not in points:
         return f"- {speedup:g}x: no FastDeepIoT run."
-    ours = f"FastDeepIoT {100 * acc['FastDeepIoT']:.2f}% at {teacher_ms / ms['FastDeepIoT']:.2f}x"
-    others = [m for m in methods if m != "FastDeepIoT"]
-    as_fast = [m for m in others if ms[m] <= ms["FastDeepIoT"] * (1 + floor)]
+    acc, ms = points["FastDeepIoT", speedup]
+    ours = f"FastDeepIoT {100 * acc:.2f}% at {teacher_ms / ms:.2f}x"
+    as_fast = [k for k, (_, t) in points.items() if k[0] != "FastDeepIoT" and t <= ms * (1 + floor)]
     if not as_fast:
-        return f"- {speedup:g}x: {ours}; no other method measured as fast."
-    best = max(as_fast, key=acc.get)
+        return f"- {speedup:g}x: {ours}; no other model measured as fast."
+    best = max(as_fast, key=lambda k: points[k][0])
+    (method, target), (best_acc, best_ms) = best, points[best]
     return (
-        f"- {speedup:g}x: {ours} vs the most accurate other at least as fast, {best}, "
-        f"{100 * acc[best]:.2f}% at {teacher_ms / ms[best]:.2f}x "
-        f"({100 * (acc['FastDeepIoT'] - acc[best]):+.2f} points)."
+        f"- {speedup:g}x: {ours} vs the most accurate other at least as fast, {method} "
+        f"(asked {target:g}x), {100 * best_acc:.2f}% at {teacher_ms / best_ms:.2f}x "
+        f"({100 * (acc - best_acc):+.2f} points)."
     )
 
 
