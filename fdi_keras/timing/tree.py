@@ -341,9 +341,10 @@ class TimingTree:
         name_sets = [[n for n in every_name if not is_last_tile(n)], every_name]
         if folds is None or len(name_sets[0]) == len(every_name):
             name_sets = name_sets[-1:]  # nothing to choose between, or no folds to choose with
+        matrices = {tile: _matrices(specs, tile) for tile in self.tiles}
         best = None
         for names, tile in itertools.product(name_sets, self.tiles):
-            x = _matrices(specs, tile)
+            x = matrices[tile]
             columns = [np.array([v[n] for v in variables]) for n in names]
 
             def grow(rows, x=x, names=names, columns=columns):
