@@ -342,10 +342,11 @@ class TimingTree:
         if folds is None or len(name_sets[0]) == len(every_name):
             name_sets = name_sets[-1:]  # nothing to choose between, or no folds to choose with
         matrices = {tile: _matrices(specs, tile) for tile in self.tiles}
+        column_of = {n: np.array([v[n] for v in variables]) for n in every_name}
         best = None
         for names, tile in itertools.product(name_sets, self.tiles):
             x = matrices[tile]
-            columns = [np.array([v[n] for v in variables]) for n in names]
+            columns = [column_of[n] for n in names]
 
             def grow(rows, x=x, names=names, columns=columns):
                 return growth.grow(
