@@ -102,11 +102,15 @@ def revive_to_target(
 ) -> dict[str, tuple]:
     """Gates close in bursts within an epoch, so pruning can overshoot a latency target. Gives
     channels back, cheapest predicted time per channel first, while the model stays predicted
-    under `target_us`; returns {root: (old, new width)}.
+    under `target_us`; returns {root: (old, new width)}. A group's step is `step` of its width,
+    halved down to one channel when the full step does not fit: a wide layer's full step can
+    cross two stairs where the budget pays for one (640 units at 288: the step of 29 ends past
+    304, the top of the next stair of 16).
 
     Every epoch of a fit near its target runs this, so the kernels are derived once and moved
-    to each new set of widths (`kernels_at`), not derived again per revived step; only a model
-    whose kernels do not move exactly (`movable`) is derived again after each step."""
+    to each new set of widths (`kernels_at`), not derived again per revived step, and each
+    group's gates change once, at the end; only a model whose kernels do not move exactly
+    (`movable`) is revived and derived again after each step."""
     kernels, members = channel_dependencies(model, tree)
     exact_moves = movable(kernels)
     widths = {root: int(group[0].alive.numpy().sum()) for root, group in members.items()}
@@ -120,21 +124,28 @@ def revive_to_target(
             dead = channels[root] - width
             if not dead:
                 continue
+            here = group_time(tree, now, root, width, model_bytes)
             more = min(dead, max(1, int(np.ceil(step * width))))
-            cost = group_time(tree, now, root, width + more, model_bytes) - group_time(
-                tree, now, root, width, model_bytes
-            )
-            if total_us + cost <= target_us and (best is None or cost / more < best[0]):
-                best = (cost / more, root, more, cost)
+            while more:
+                cost = group_time(tree, now, root, width + more, model_bytes) - here
+                if total_us + cost <= target_us:
+                    if best is None or cost / more < best[0]:
+                        best = (cost / more, root, more, cost)
+                    break
+                more //= 2
         if best is None:
-            return changes
+            break
         _, root, more, cost = best
-        _revive(members[root], more)
         changes[root] = (changes.get(root, (widths[root],))[0], widths[root] + more)
         widths[root] += more
         total_us += cost
         if not exact_moves:
+            _revive(members[root], more)
             kernels, members = channel_dependencies(model, tree)
+    if exact_moves:
+        for root, (old, new) in changes.items():
+            _revive(members[root], new - old)
+    return changes
 
 
 def prune_to_target(

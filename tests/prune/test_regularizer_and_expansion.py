@@ -348,3 +348,20 @@ def test_channels_after_a_concatenate_are_charged_to_each_branch(staircase_tree)
     np.testing.assert_allclose(np.diff(predicted), np.diff(grouped), rtol=1e-6)
     costs = LatencyRegularizer(staircase_tree).channel_costs(gated)
     assert costs[roots["a"]] > 0 and costs[roots["b"]] > costs[roots["a"]]  # 3x3 vs 1x1
+
+
+def test_revive_to_target_halves_a_step_that_crosses_more_than_the_budget(staircase_tree):
+    """A wide layer's 10% step crosses two stairs; the budget pays for one: revival takes the
+    smaller step (the layer ends at the top of the next stair) instead of stopping."""
+    gated = latency_aware(lenet((16, 32, 640)))
+    dense = next(w for w in regularizer_wrappers(gated) if w.channels == 640)
+    alive = np.zeros(640, "float32")
+    alive[:288] = 1.0  # the top of a stair of 16; the next 10% step (29) reaches 317
+    dense.alive.assign(alive)
+    kernels, members = channel_dependencies(gated, staircase_tree)
+    root = next(r for r, group in members.items() if group[0] is dense)
+    widths = {r: int(group[0].alive.numpy().sum()) for r, group in members.items()}
+    at = {w: predicted_us(staircase_tree, kernels, widths | {root: w}) for w in (288, 304, 305)}
+    assert at[305] > at[304] * 1.001  # a stair between 304 and 305: the test's premise
+    changes = revive_to_target(gated, staircase_tree, at[304] * 1.0001, at[288])
+    assert changes[root] == (288, 304)
