@@ -79,6 +79,26 @@ def test_a_tree_learns_that_a_half_empty_last_tile_runs_slower():
     )
 
 
+def test_a_kind_too_small_for_folds_never_splits_on_a_last_tile():
+    """Last-tile splits must show a cross-validated gain; 60 rows (fewer than four leaves'
+    worth) leave no folds to show it with, so even rows that follow the rule get none."""
+    rng = np.random.default_rng(1)
+    specs = [
+        LayerSpec("dense", dict(m=1, cin=int(rng.integers(64, 1024)), cout=int(c)))
+        for c in rng.integers(17, 700, size=60)
+    ]
+    times = [
+        (1.6 if (s.dims["cout"] - 1) % 32 + 1 <= 16 else 1.0)
+        * 1.1e-5
+        * s.dims["cin"]
+        * s.dims["cout"]
+        for s in specs
+    ]
+    tree = TimingTree().fit(specs, times)
+    assert tree.kinds_["dense"]["validation_mape"] is None  # no folds
+    assert "_in_last_" not in tree.explain("dense")
+
+
 def test_flops_baseline_cannot_see_the_staircase(fitted):
     _, specs, y = fitted
     err = np.abs(FlopsLinear().fit(specs, y).predict(specs) - y) / y
