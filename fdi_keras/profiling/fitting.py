@@ -115,7 +115,7 @@ def define_fit_flags(flag_values=None) -> None:
         "validation_fraction",
         defaults.validation_fraction,
         "Share of rows each cross-validation fold holds out (1 / folds), to choose the tile "
-        "and the pruning; 0: no pruning.",
+        "and the pruning, and whether last-tile splits earn their place; 0: no pruning.",
         flag_values=fv,
     )
     flags.DEFINE_bool(

@@ -109,8 +109,9 @@ def revive_to_target(
 
     Every epoch of a fit near its target runs this, so the kernels are derived once and moved
     to each new set of widths (`kernels_at`), not derived again per revived step, and each
-    group's gates change once, at the end; only a model whose kernels do not move exactly
-    (`movable`) is revived and derived again after each step."""
+    group's gates change once, at the end (every revived channel then gets the revival logit
+    of the group as it was); only a model whose kernels do not move exactly (`movable`) is
+    revived and derived again after each step."""
     kernels, members = channel_dependencies(model, tree)
     exact_moves = movable(kernels)
     widths = {root: int(group[0].alive.numpy().sum()) for root, group in members.items()}

@@ -158,7 +158,8 @@ class TimingTree:
         min_samples_leaf: fewest training rows in a leaf.
         min_gain: a split must cut its node's relative squared error by this fraction.
         validation_fraction: share of rows each cross-validation fold holds out (1 / the
-            number of folds) to choose the tile and the pruning; 0: no pruning.
+            number of folds) to choose the tile, the pruning and whether last-tile splits
+            earn their place; 0: no pruning (and every kind offered last-tile splits).
         tiles: candidate tile sizes of the channel dimension.
         seed: seed of the cross-validation folds.
 
@@ -330,7 +331,8 @@ class TimingTree:
         without the fold and pruned at every penalty of LEAF_PENALTIES); the pair of least
         such error wins, the last-tile splits only if they cut it by LAST_TILE_GAIN (never in
         a kind too small for folds, where no gain can be shown: with 60 rows, the GRU's
-        unpruned tree split on `units_in_last_16`, and a 10-unit GRU was predicted 12% low). Which
+        unpruned tree split on `units_in_last_16`, and a 10-unit GRU was predicted 12% low;
+        with `validation_fraction=0`, no pruning, every kind is offered them). Which
         rows a random split holds out no longer decides the splits: they are grown on all.
         The last-tile splits must earn their place: offered to every kind, they fitted the
         float32 conv2d rows of the AMD EPYC VM's profile worse (cross-validated 6.6% against
@@ -341,8 +343,8 @@ class TimingTree:
         folds = self._folds(specs)
         fixed_cost_max = float(y.min())  # no configuration's fixed cost exceeds the fastest's time
         name_sets = [[n for n in every_name if not is_last_tile(n)], every_name]
-        if folds is None or len(name_sets[0]) == len(every_name):
-            name_sets = name_sets[:1]  # no folds to show a gain with, or no last-tile variable
+        if len(name_sets[0]) == len(every_name) or (folds is None and self.validation_fraction):
+            name_sets = name_sets[:1]  # no last-tile variable, or no folds to show a gain with
         matrices = {tile: _matrices(specs, tile) for tile in self.tiles}
         column_of = {n: np.array([v[n] for v in variables]) for n in every_name}
         best = None

@@ -97,6 +97,8 @@ def test_a_kind_too_small_for_folds_never_splits_on_a_last_tile():
     tree = TimingTree().fit(specs, times)
     assert tree.kinds_["dense"]["validation_mape"] is None  # no folds
     assert "_in_last_" not in tree.explain("dense")
+    # The same rows with leaves of 10 have folds, and the split shows its gain there.
+    assert "_in_last_" in TimingTree(min_samples_leaf=10).fit(specs, times).explain("dense")
 
 
 def test_flops_baseline_cannot_see_the_staircase(fitted):
