@@ -34,7 +34,7 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
     # how kernels compose inside a model (fdi_keras.timing.composition); the generator
     # versions it knows, the newest last, then n1: a narrow network (drawn beside the newest)
     # and c1: a chain of one kernel repeated (fdi_keras.profiling.chains).
-    "network": (("seed",), {"generator": ("v1", "v2", "v3", "n1", "c1")}),
+    "network": (("seed",), {"generator": ("v1", "v2", "v3", "n1", "t1", "c1")}),
 }
 NETWORK = "network"
 # The channel dimension whose staircase a kind's tree learns (and the profiler sweeps).

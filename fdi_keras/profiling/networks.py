@@ -29,6 +29,12 @@ channels on 8-64 px inputs, 4-16 blocks of 1-3 us kernels, where a model is most
 fixed cost each kernel pays; the other versions' narrowest layers have 8 channels and most
 of their networks take tens of microseconds or more per kernel. They are timed whole only
 (`profiled_kernels`): they teach the composition term what a kernel saves inside a model.
+Tiny networks (TINY_VERSION, TINY_SHARE as many) are narrow ones of 0-2 blocks, 1-10
+kernels: every single-kernel time includes one invoke's fixed cost and a model pays one, so a
+model of k kernels runs about that cost times k - 1 under their sum alone (0.45 us per kernel
+on the AMD EPYC VM, from 1 to 8 kernels of a 3x3 convolution or of a sigmoid); on networks of
+16 kernels or more the invoke's term and the per-kernel saving cannot be told apart, and the
+fit had set the invoke's to 0 (a one-kernel model predicted 0.45 us short). Timed whole only.
 Chains of one kernel repeated (`fdi_keras.profiling.chains`) are `network` specs too, of
 generator CHAIN_VERSION.
 """
@@ -45,13 +51,17 @@ from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 # Stored in every network spec: editing the generator must bump it, so that a seed always
 # means the network that was timed. Every version listed still draws what it drew.
 NARROW_VERSION = "n1"
-GENERATOR_VERSIONS = tuple(  # of random networks, oldest first (chains, narrow ones apart)
-    v for v in KINDS[NETWORK][1]["generator"] if v not in (CHAIN_VERSION, NARROW_VERSION)
+TINY_VERSION = "t1"
+GENERATOR_VERSIONS = tuple(  # of random networks, oldest first (chains, narrow, tiny apart)
+    v
+    for v in KINDS[NETWORK][1]["generator"]
+    if v not in (CHAIN_VERSION, NARROW_VERSION, TINY_VERSION)
 )
 GENERATOR_VERSION = GENERATOR_VERSIONS[-1]
 MAX_MACS = 1.2e9
-MAX_PARAMS = {"v1": 10e6, "v2": 40e6, "v3": 40e6, NARROW_VERSION: 10e6}  # float32: x4 bytes
+MAX_PARAMS = {"v1": 10e6, "v2": 40e6, "v3": 40e6, NARROW_VERSION: 10e6, TINY_VERSION: 10e6}
 NARROW_SHARE = 0.4  # narrow networks drawn per network of the newest version
+TINY_SHARE = 0.4  # tiny networks drawn per network of the newest version
 WIDE_SHARE = 0.4  # v2 on: the share of weight-bound networks
 DEEP_SHARE = 0.5  # v3: the share of the others drawn deep (15-40 blocks)
 # Networks with more kernels are timed whole only (profiler.sample_all): about the deep ones.
@@ -76,8 +86,9 @@ class _Builder:
         self.keras, self.L, self.rng = keras, keras.layers, rng
         self.activation = [None, "relu", "relu6", "hard_swish", "swish"][rng.integers(5)]
         self.batch_norm = rng.random() < 0.5
-        self.narrow = version == NARROW_VERSION
-        self.wide = version not in ("v1", NARROW_VERSION) and rng.random() < WIDE_SHARE
+        self.tiny = version == TINY_VERSION
+        self.narrow = version in (NARROW_VERSION, TINY_VERSION)
+        self.wide = not self.narrow and version != "v1" and rng.random() < WIDE_SHARE
         self.deep = version == "v3" and not self.wide and rng.random() < DEEP_SHARE
         self.max_width = 2048 if self.wide else 48 if self.narrow else 512
 
@@ -131,7 +142,8 @@ class _Builder:
     def build(self):
         rng, L = self.rng, self.L
         if self.narrow:
-            size, stem, blocks = _logint(rng, 8, 64), _width(rng, 4, 32), int(rng.integers(4, 17))
+            size, stem = _logint(rng, 8, 64), _width(rng, 4, 32)
+            blocks = int(rng.integers(0, 3)) if self.tiny else int(rng.integers(4, 17))
         else:
             size, stem = _logint(rng, 16, 48 if self.wide else 224), _width(rng, 8, 64)
             blocks = _logint(rng, 15, 40) if self.deep else int(rng.integers(2, 15))
@@ -204,11 +216,11 @@ def profiled_kernels(spec: LayerSpec) -> list[LayerSpec]:
     """The kernels of a `network` spec that the profiler also times alone: a chain's one
     kernel; every kernel of a random network of at most PROFILED_NETWORK_KERNELS, none of a
     deeper one (timed whole only: profiling them would cost more than the rest of a profile),
-    none of a narrow one. Narrow networks are timed whole only: with their 1-3 us kernels in
+    none of a narrow or tiny one. Narrow networks are timed whole only: with their 1-3 us kernels in
     the trees too, the trees' small leaves moved and the zoo's small models went from
     over- to under-predicted (zoo MAPE 11.6% against 11.2% whole only, on the AMD VM)."""
     version = _version(spec)
-    if version == NARROW_VERSION:  # decided before drawing the network: none is needed
+    if version in (NARROW_VERSION, TINY_VERSION):  # decided before drawing: none is needed
         return []
     kernels = network_kernels(spec)
     if version == CHAIN_VERSION:
@@ -218,7 +230,7 @@ def profiled_kernels(spec: LayerSpec) -> list[LayerSpec]:
 
 def _version(spec: LayerSpec) -> str:
     version = spec.attrs.get("generator")
-    known = (*GENERATOR_VERSIONS, NARROW_VERSION, CHAIN_VERSION)
+    known = (*GENERATOR_VERSIONS, NARROW_VERSION, TINY_VERSION, CHAIN_VERSION)
     if version not in known:
         raise ValueError(
             f"Network {spec.dims} was drawn by generator {version!r}; this fdi_keras draws "
@@ -236,7 +248,8 @@ def network_specs(
     generator: str = GENERATOR_VERSION,
 ) -> list[LayerSpec]:
     """`count` network configurations of `generator` (CHAIN_VERSION for chains, NARROW_VERSION
-    for narrow networks), seeds from `first_seed` on (a prefix property holds)."""
+    for narrow networks, TINY_VERSION for tiny ones), seeds from `first_seed` on (a prefix
+    property holds)."""
     return [
         LayerSpec("network", {"seed": s}, {"generator": generator}, dtype, threads)
         for s in range(first_seed, first_seed + count)

@@ -42,6 +42,8 @@ from fdi_keras.profiling.chains import CHAIN_SHARE, CHAIN_VERSION
 from fdi_keras.profiling.networks import (
     NARROW_SHARE,
     NARROW_VERSION,
+    TINY_SHARE,
+    TINY_VERSION,
     network_kernels,
     network_specs,
 )
@@ -69,7 +71,7 @@ DEFAULT_COUNTS = {
     "gru": 120,
     "lstm": 120,
     "lrn": 100,
-    "network": 50,  # and 20 narrow ones, 60 chains, and their kernels (profiler.sample_all)
+    "network": 50,  # and 20 narrow, 20 tiny, 60 chains, and their kernels (profiler.sample_all)
 }
 # Held-out random networks use seeds from this offset on (fitted ones start at 0).
 HELD_OUT_NETWORKS = 1_000_000
@@ -346,17 +348,20 @@ def sample_configs(
 ) -> list[LayerSpec]:
     """The first `num_configs` distinct configurations of `kind` (deterministic in `seed`);
     for `network`, the first `num_configs` random networks of `fdi_keras.profiling.networks`,
-    the first NARROW_SHARE as many narrow networks and CHAIN_SHARE as many chains
+    the first NARROW_SHARE as many narrow networks, CHAIN_SHARE as many chains and TINY_SHARE
+    as many tiny networks
     (`fdi_keras.profiling.chains`). In int8, no chains (TensorFlow's int8 converter did not
     finish the first, 17M weights, in 11 minutes: an int8 tree's memory curve is fitted on the
     random networks alone), and no network of more than MAX_INT8_NETWORK_WEIGHT_BYTES."""
     if kind == NETWORK:
         chains = 0 if dtype == "int8" else int(round(CHAIN_SHARE * num_configs))
         narrow = int(round(NARROW_SHARE * num_configs))
+        tiny = int(round(TINY_SHARE * num_configs))
         return (
             _convertible(network_specs(num_configs, seed, dtype, threads))
             + network_specs(narrow, seed, dtype, threads, NARROW_VERSION)
             + network_specs(chains, seed, dtype, threads, CHAIN_VERSION)
+            + network_specs(tiny, seed, dtype, threads, TINY_VERSION)
         )
     return _draw(kind, num_configs, [seed, zlib.crc32(kind.encode())], 0.5, True, dtype, threads)
 

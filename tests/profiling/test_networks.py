@@ -11,6 +11,8 @@ from fdi_keras.profiling.networks import (
     NARROW_SHARE,
     NARROW_VERSION,
     PROFILED_NETWORK_KERNELS,
+    TINY_SHARE,
+    TINY_VERSION,
     network_kernel_specs,
     network_kernels,
     network_specs,
@@ -100,11 +102,13 @@ def test_sample_all_profiles_the_networks_kernels_and_keeps_their_count():
     specs = sample_all(["dense", "network"], 5)
     networks = [s for s in specs if s.kind == "network" and s.attrs["generator"] != "c1"]
     narrow = [s for s in networks if s.attrs["generator"] == NARROW_VERSION]
-    assert len(networks) - len(narrow) == DEFAULT_COUNTS["network"]  # a number is per kind
+    tiny = [s for s in networks if s.attrs["generator"] == TINY_VERSION]
+    assert len(networks) - len(narrow) - len(tiny) == DEFAULT_COUNTS["network"]  # per kind
     assert len(narrow) == round(NARROW_SHARE * DEFAULT_COUNTS["network"])
+    assert len(tiny) == round(TINY_SHARE * DEFAULT_COUNTS["network"])
     keys = {s.key() for s in specs}
     assert len(keys) == len(specs)
-    wide = [n for n in networks if n.attrs["generator"] != NARROW_VERSION]
+    wide = [n for n in networks if n.attrs["generator"] not in (NARROW_VERSION, TINY_VERSION)]
     shallow = [n for n in wide if len(network_kernels(n)) <= PROFILED_NETWORK_KERNELS]
     for network in shallow[:3]:
         assert {k.key() for k in network_kernels(network)} <= keys
@@ -121,6 +125,16 @@ def test_narrow_networks_are_narrow_small_and_deterministic():
         assert convs and max(k.dims["cout"] for k in convs) <= 3 * 48
         assert network_kernels(spec) == network_kernel_specs(spec.dims["seed"], version="n1")
         assert profiled_kernels(spec) == []  # timed whole only, for the composition term
+
+
+def test_tiny_networks_have_a_few_kernels_and_are_timed_whole_only():
+    # One invoke's fixed cost against a few kernels: what tells it from a kernel's saving.
+    specs = network_specs(20, generator=TINY_VERSION)
+    counts = [len(network_kernels(spec)) for spec in specs]
+    assert min(counts) <= 2 and max(counts) <= 20 and len(set(counts)) > 5
+    assert all(profiled_kernels(spec) == [] for spec in specs)
+    model = random_network(specs[0].dims["seed"], TINY_VERSION)
+    assert model.input_shape[1] <= 64
 
 
 def test_a_network_of_an_unknown_generator_is_refused():

@@ -4,7 +4,13 @@ import pytest
 
 from fdi_keras.features import compute_features
 from fdi_keras.profiling.chains import CHAIN_SHARE, CHAIN_VERSION
-from fdi_keras.profiling.networks import GENERATOR_VERSION, NARROW_SHARE, NARROW_VERSION
+from fdi_keras.profiling.networks import (
+    GENERATOR_VERSION,
+    NARROW_SHARE,
+    NARROW_VERSION,
+    TINY_SHARE,
+    TINY_VERSION,
+)
 from fdi_keras.profiling.sampling import (
     DEFAULT_COUNTS,
     MAX_MACS,
@@ -147,6 +153,7 @@ def test_network_configs_fitted_and_held_out_are_disjoint():
         (GENERATOR_VERSION, 20),
         (NARROW_VERSION, round(NARROW_SHARE * 20)),
         (CHAIN_VERSION, round(CHAIN_SHARE * 20)),
+        (TINY_VERSION, round(TINY_SHARE * 20)),
     ]:
         seeds = [s.dims["seed"] for s in fitted if s.attrs["generator"] == generator]
         assert seeds == list(range(count))
