@@ -29,7 +29,7 @@ channels on 8-64 px inputs, 4-16 blocks of 1-3 us kernels, where a model is most
 fixed cost each kernel pays; the other versions' narrowest layers have 8 channels and most
 of their networks take tens of microseconds or more per kernel. They are timed whole only
 (`profiled_kernels`): they teach the composition term what a kernel saves inside a model.
-Tiny networks (TINY_VERSION, TINY_SHARE as many) are narrow ones of 0-2 blocks, 1-10
+Tiny networks (TINY_VERSION, TINY_SHARE as many) are narrow ones of 0-2 blocks, 1-18
 kernels: every single-kernel time includes one invoke's fixed cost and a model pays one, so a
 model of k kernels runs about that cost times k - 1 under their sum alone (0.45 us per kernel
 on the AMD EPYC VM, from 1 to 8 kernels of a 3x3 convolution or of a sigmoid); on networks of
@@ -216,8 +216,8 @@ def profiled_kernels(spec: LayerSpec) -> list[LayerSpec]:
     """The kernels of a `network` spec that the profiler also times alone: a chain's one
     kernel; every kernel of a random network of at most PROFILED_NETWORK_KERNELS, none of a
     deeper one (timed whole only: profiling them would cost more than the rest of a profile),
-    none of a narrow or tiny one. Narrow networks are timed whole only: with their 1-3 us kernels in
-    the trees too, the trees' small leaves moved and the zoo's small models went from
+    none of a narrow or tiny one. Narrow networks are timed whole only: with their 1-3 us
+    kernels in the trees too, the trees' small leaves moved and the zoo's small models went from
     over- to under-predicted (zoo MAPE 11.6% against 11.2% whole only, on the AMD VM)."""
     version = _version(spec)
     if version in (NARROW_VERSION, TINY_VERSION):  # decided before drawing: none is needed
