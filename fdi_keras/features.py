@@ -1,7 +1,9 @@
 """Explanatory variables of a kernel: FLOPs, bytes read/written, parameter bytes, raw dims.
 
 `tile` rounds the kernel's channel dimension up to a multiple (the runtime's register tile),
-which turns the staircase of execution time into a line; the timing tree learns the tile.
+which turns the staircase of execution time into a line; `in_tile` rounds the input channels
+a convolution or a Dense reduces over (their packed GEMM's depth) the same way. The timing tree
+learns both.
 """
 
 from __future__ import annotations
@@ -18,16 +20,16 @@ def round_up(value: int, tile: int) -> int:
     return -(-value // tile) * tile if tile > 1 else value
 
 
-def _conv(d, attrs, tile):
+def _conv(d, attrs, tile, in_tile):
     oh = conv_output_size(d["h"], d["kh"], d["sh"], attrs["padding"])
     ow = conv_output_size(d["w"], d["kw"], d["sw"], attrs["padding"])
-    cout = round_up(d["cout"], tile)
-    macs = oh * ow * cout * d["kh"] * d["kw"] * d["cin"]
-    params = d["kh"] * d["kw"] * d["cin"] * cout + cout
+    cout, cin = round_up(d["cout"], tile), round_up(d["cin"], in_tile)
+    macs = oh * ow * cout * d["kh"] * d["kw"] * cin
+    params = d["kh"] * d["kw"] * cin * cout + cout
     return macs, d["h"] * d["w"] * d["cin"], oh * ow * d["cout"], params
 
 
-def _depthwise(d, attrs, tile):
+def _depthwise(d, attrs, tile, in_tile):
     oh = conv_output_size(d["h"], d["kh"], d["sh"], attrs["padding"])
     ow = conv_output_size(d["w"], d["kw"], d["sw"], attrs["padding"])
     c = round_up(d["cin"] * d["mult"], tile)
@@ -40,44 +42,44 @@ def _depthwise(d, attrs, tile):
     )
 
 
-def _dense(d, attrs, tile):
-    cout = round_up(d["cout"], tile)
-    return d["m"] * d["cin"] * cout, d["m"] * d["cin"], d["m"] * d["cout"], d["cin"] * cout + cout
+def _dense(d, attrs, tile, in_tile):
+    cout, cin = round_up(d["cout"], tile), round_up(d["cin"], in_tile)
+    return d["m"] * cin * cout, d["m"] * d["cin"], d["m"] * d["cout"], cin * cout + cout
 
 
-def _pool(d, attrs, tile):
+def _pool(d, attrs, tile, in_tile):
     oh = conv_output_size(d["h"], d["kh"], d["sh"], attrs["padding"])
     ow = conv_output_size(d["w"], d["kw"], d["sw"], attrs["padding"])
     c = round_up(d["c"], tile)
     return oh * ow * c * d["kh"] * d["kw"], d["h"] * d["w"] * d["c"], oh * ow * d["c"], 0
 
 
-def _elementwise_hwc(d, attrs, tile, inputs=1):
+def _elementwise_hwc(d, attrs, tile, in_tile, inputs=1):
     n = d["h"] * d["w"] * round_up(d["c"], tile)
     return n, inputs * d["h"] * d["w"] * d["c"], d["h"] * d["w"] * d["c"], 0
 
 
-def _global_pool(d, attrs, tile):
+def _global_pool(d, attrs, tile, in_tile):
     n = d["h"] * d["w"] * round_up(d["c"], tile)
     return n, d["h"] * d["w"] * d["c"], d["c"], 0
 
 
-def _pad(d, attrs, tile):
+def _pad(d, attrs, tile, in_tile):
     out = (d["h"] + d["ph"]) * (d["w"] + d["pw"]) * d["c"]
     return out, d["h"] * d["w"] * d["c"], out, 0
 
 
-def _lrn(d, attrs, tile):
+def _lrn(d, attrs, tile, in_tile):
     n = d["h"] * d["w"] * round_up(d["c"], tile)
     return n * (2 * d["radius"] + 1), d["h"] * d["w"] * d["c"], d["h"] * d["w"] * d["c"], 0
 
 
-def _vector(d, attrs, tile):
+def _vector(d, attrs, tile, in_tile):
     return round_up(d["n"], tile), d["n"], d["n"], 0
 
 
 def _recurrent(gates):
-    def features(d, attrs, tile):
+    def features(d, attrs, tile, in_tile):
         units = round_up(d["units"], tile)
         macs = d["t"] * gates * units * (d["cin"] + d["units"])
         params = gates * units * (d["cin"] + d["units"] + 2)
@@ -92,8 +94,8 @@ _FORMULAS = {
     "dense": _dense,
     "pool2d": _pool,
     "global_pool": _global_pool,
-    "add": lambda d, a, t: _elementwise_hwc(d, a, t, inputs=2),
-    "squared_difference": lambda d, a, t: _elementwise_hwc(d, a, t, inputs=2),
+    "add": lambda d, a, t, i: _elementwise_hwc(d, a, t, i, inputs=2),
+    "squared_difference": lambda d, a, t, i: _elementwise_hwc(d, a, t, i, inputs=2),
     "concat": _elementwise_hwc,
     "pad": _pad,
     "lrn": _lrn,
@@ -102,6 +104,11 @@ _FORMULAS = {
     "gru": _recurrent(3),
     "lstm": _recurrent(4),
 }
+# Kinds whose input channels are the depth of a packed GEMM, which `in_tile` rounds up: XNNPack's
+# int8 (QS8) GEMMs pack that depth in runs of 8 on x86 with AVX-512 (4 or 8 on ARM), so an int8
+# convolution's time steps every 8 input channels (on the AMD EPYC VM, 28x28 3x3 to 64 outputs:
+# cin 8 22.9 us, 9-16 38.3, 17-24 53.3, 25-32 69.4; 2026-12-06); float32's step 1.
+IN_TILE_KINDS = ("conv2d", "dense")
 # Kinds whose work is multiply-accumulates (2 FLOPs each); the others count one op per element.
 _MAC_KINDS = {"conv2d", "depthwise_conv2d", "dense", "gru", "lstm"}
 # XNNPack takes no concatenation of more inputs than this; TFLite's builtin kernel runs it.
@@ -162,8 +169,9 @@ def weight_bytes(specs) -> float:
     return float(sum(compute_features(s)["param_bytes"] for s in specs))
 
 
-def compute_features(spec: LayerSpec, tile: int = 1) -> dict[str, float]:
-    """FLOPs, bytes in/out and parameter bytes of `spec`, channels padded to `tile`, its
+def compute_features(spec: LayerSpec, tile: int = 1, in_tile: int = 1) -> dict[str, float]:
+    """FLOPs, bytes in/out and parameter bytes of `spec`, channels padded to `tile` (and the
+    input channels of IN_TILE_KINDS to `in_tile`; bytes moved stay unpadded), its
     `steps` (`_steps`): the iterations the runtime pays a fixed cost for, whose cost dominates
     small recurrent layers and the ops XNNPack does not take, and its `copies` (`_copies`):
     the contiguous runs a padding or concatenation copies one by one.
@@ -173,7 +181,7 @@ def compute_features(spec: LayerSpec, tile: int = 1) -> dict[str, float]:
         >>> compute_features(s)["flops"]
         65536.0
     """
-    ops, n_in, n_out, n_params = _FORMULAS[spec.kind](spec.dims, spec.attrs, tile)
+    ops, n_in, n_out, n_params = _FORMULAS[spec.kind](spec.dims, spec.attrs, tile, in_tile)
     itemsize = _ITEMSIZE[spec.dtype]
     return {
         "flops": float(2 * ops if spec.kind in _MAC_KINDS else ops),

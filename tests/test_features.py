@@ -29,6 +29,21 @@ def test_conv2d_valid_stride_and_tile_padding():
     assert f["param_bytes"] == (9 * 8 * 80 + 80) * 4
 
 
+def test_in_tile_rounds_the_input_channels_a_gemm_reduces_over():
+    """int8 GEMMs pack their depth (input channels) in runs of 8: FLOPs and parameters of a
+    convolution or a Dense count cin rounded up, the bytes read stay what the tensors hold."""
+    conv = LayerSpec("conv2d", dict(h=28, w=28, cin=9, cout=64, kh=3, kw=3, sh=1, sw=1))
+    f = compute_features(conv, tile=16, in_tile=8)
+    assert f["flops"] == 2 * 28 * 28 * 64 * 9 * 16
+    assert f["param_bytes"] == (9 * 16 * 64 + 64) * 4
+    assert f["bytes_in"] == 28 * 28 * 9 * 4
+    dense = compute_features(LayerSpec("dense", dict(m=2, cin=3, cout=5)), in_tile=4)
+    assert dense["flops"] == 2 * 2 * 4 * 5 and dense["bytes_in"] == 2 * 3 * 4
+    # A depthwise convolution reduces over no channels: in_tile leaves it alone.
+    dw = LayerSpec("depthwise_conv2d", dict(h=14, w=14, cin=9, mult=1, kh=3, kw=3, sh=1, sw=1))
+    assert compute_features(dw, in_tile=8) == compute_features(dw)
+
+
 def test_depthwise_with_multiplier():
     f = feats("depthwise_conv2d", dict(h=14, w=14, cin=16, mult=2, kh=3, kw=3, sh=1, sw=1))
     assert f["flops"] == 2 * 14 * 14 * 32 * 9

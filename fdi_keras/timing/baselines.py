@@ -49,6 +49,12 @@ class FlopsLinear:
             weights[0] = fixed if intercept else 0.0
             weights[1 + FEATURES.index("flops")] = per_flop
             flat.add_leaf(weights.tolist(), 0)
-            tree.kinds_[kind] = {"tile": 1, "tree": flat, "rows": 0, "validation_mape": None}
+            tree.kinds_[kind] = {
+                "tile": 1,
+                "in_tile": 1,
+                "tree": flat,
+                "rows": 0,
+                "validation_mape": None,
+            }
         tree.metadata_ = {"model": "FLOPs-linear"}
         return tree

@@ -1,7 +1,8 @@
 """TimingTree: one interpretable execution-time tree per kernel kind (FastDeepIoT, extended).
 
 Beyond the paper: each kind learns the tile size of its staircase (channel dims rounded up
-to a multiple before computing FLOPs and parameter bytes), chosen on a validation split.
+to a multiple before computing FLOPs and parameter bytes), and a convolution or Dense the tile
+of the input channels it reduces over, chosen by cross-validation.
 
 A kernel is predicted by the tree of the kernel the runtime actually runs (`timed_as`): a
 Dense layer over more than one row (a Dense on a sequence or on a feature map, as ConvNeXt's
@@ -25,7 +26,13 @@ import numpy as np
 
 from fdi_keras.atomic import atomic_write_bytes
 from fdi_keras.errors import MissingKindError, TreeFormatError
-from fdi_keras.features import FEATURES, compute_features, is_last_tile, split_variables
+from fdi_keras.features import (
+    FEATURES,
+    IN_TILE_KINDS,
+    compute_features,
+    is_last_tile,
+    split_variables,
+)
 from fdi_keras.specs import NETWORK, SWEEP_DIMS, LayerSpec
 from fdi_keras.timing import growth
 from fdi_keras.timing.composition import MIN_NETWORKS, STATISTICS, Composition
@@ -41,11 +48,15 @@ FORMAT = "fdi_keras.timing_tree"
 # has a zero weight for it in every conv2d leaf and predicts what it did; an older fdi_keras
 # must refuse a tree of 8, which it would predict without that term); 9: splits on the channels
 # in a dim's last tile (`cout_in_last_32`, `fdi_keras.features.LAST_TILE_DIMS`), which an
-# older fdi_keras cannot evaluate
-FORMAT_VERSION = 9
+# older fdi_keras cannot evaluate; 10: a kind's `in_tile`, the input channels' tile (absent: 1),
+# which an older fdi_keras would ignore
+FORMAT_VERSION = 10
 # A format 2-4 leaf's weights: the intercept and the features before `copies`.
 LEAF_WEIGHTS_BEFORE_COPIES = 1 + FEATURES.index("copies")
 TILES = (1, 4, 8, 16, 32)
+# Candidate tiles of the input channels of `fdi_keras.features.IN_TILE_KINDS`: XNNPack packs an
+# int8 GEMM's depth in runs of 4 or 8 (by the CPU), a float32 one in runs of 1.
+IN_TILES = (1, 4, 8)
 # How much splits on the channels in a dim's last tile (`fdi_keras.features.LAST_TILE_DIMS`)
 # must cut a kind's cross-validated MAPE for its tree to keep them: 0.2 points.
 LAST_TILE_GAIN = 0.002
@@ -146,8 +157,8 @@ def _check_statistic(statistic):
         raise ValueError(f"statistic must be one of {STATISTICS}. Received: {statistic!r}")
 
 
-def _matrices(specs, tile):
-    return design_matrix([compute_features(s, tile) for s in specs])
+def _matrices(specs, tile, in_tile):
+    return design_matrix([compute_features(s, tile, in_tile) for s in specs])
 
 
 class TimingTree:
@@ -161,6 +172,9 @@ class TimingTree:
             number of folds) to choose the tile, the pruning and whether last-tile splits
             earn their place; 0: no pruning (and every kind offered last-tile splits).
         tiles: candidate tile sizes of the channel dimension.
+        in_tiles: candidate tile sizes of the input channels of a convolution or a Dense
+            (`fdi_keras.features.IN_TILE_KINDS`; other kinds use 1), the first the one the
+            other choices are made with, the rest tried after.
         seed: seed of the cross-validation folds.
 
     Example:
@@ -176,6 +190,7 @@ class TimingTree:
         min_gain=0.01,
         validation_fraction=0.2,
         tiles=TILES,
+        in_tiles=IN_TILES,
         seed=0,
     ):
         if max_depth < 0 or min_samples_leaf < 1:
@@ -191,7 +206,13 @@ class TimingTree:
         self.min_samples_leaf = min_samples_leaf
         self.min_gain = min_gain
         self.validation_fraction = validation_fraction
+        if not tiles or not in_tiles or min(*tiles, *in_tiles) < 1:
+            raise ValueError(
+                "tiles and in_tiles must be non-empty sequences of positive integers. "
+                f"Received: tiles={tiles}, in_tiles={in_tiles}"
+            )
         self.tiles = tuple(tiles)
+        self.in_tiles = tuple(in_tiles)
         self.seed = seed
         self.kinds_: dict[str, dict] = {}
         self.metadata_: dict = {}
@@ -328,16 +349,17 @@ class TimingTree:
         """One kind's tree: for each tile, and with or without splits on the channels in a
         dim's last tile (`fdi_keras.features.LAST_TILE_DIMS`), a tree grown on every row and
         pruned at the leaf penalty of least cross-validated MAPE (each fold's tree grown
-        without the fold and pruned at every penalty of LEAF_PENALTIES); the pair of least
-        such error wins, the last-tile splits only if they cut it by LAST_TILE_GAIN (never in
-        a kind too small for folds, where no gain can be shown: with 60 rows, the GRU's
-        unpruned tree split on `units_in_last_16`, and a 10-unit GRU was predicted 12% low;
-        with `validation_fraction=0`, no pruning, every kind is offered them). Which
-        rows a random split holds out no longer decides the splits: they are grown on all.
+        without the fold and pruned at every penalty of LEAF_PENALTIES); the least such error
+        wins, the last-tile splits only if they cut it by LAST_TILE_GAIN (never in a kind too small
+        for folds, where no gain can be shown: with 60 rows, the GRU's unpruned tree split on
+        `units_in_last_16`, and a 10-unit GRU was predicted 12% low; with
+        `validation_fraction=0`, no pruning, every kind is offered them). Which rows a random
+        split holds out no longer decides the splits: they are grown on all.
         The last-tile splits must earn their place: offered to every kind, they fitted the
         float32 conv2d rows of the AMD EPYC VM's profile worse (cross-validated 6.6% against
         6.3%) and its dense rows better (7.1% against 10.5%; 2,595 rows, before 30 more
-        chains' kernels joined them)."""
+        chains' kernels joined them). For IN_TILE_KINDS the input channels' tile is then
+        chosen the same way, the rest fixed."""
         variables = [split_variables(s) for s in specs]
         every_name = sorted(variables[0])
         folds = self._folds(specs)
@@ -345,14 +367,14 @@ class TimingTree:
         name_sets = [[n for n in every_name if not is_last_tile(n)], every_name]
         if len(name_sets[0]) == len(every_name) or (folds is None and self.validation_fraction):
             name_sets = name_sets[:1]  # no last-tile variable, or no folds to show a gain with
-        matrices = {tile: _matrices(specs, tile) for tile in self.tiles}
         column_of = {n: np.array([v[n] for v in variables]) for n in every_name}
-        best = None
-        for names, tile in itertools.product(name_sets, self.tiles):
-            x = matrices[tile]
+
+        def scored(names, tile, in_tile):
+            """(cross-validated MAPE, pruned tree) of one choice of split variables and tiles."""
+            x = _matrices(specs, tile, in_tile)
             columns = [column_of[n] for n in names]
 
-            def grow(rows, x=x, names=names, columns=columns):
+            def grow(rows):
                 return growth.grow(
                     x[rows],
                     y[rows],
@@ -365,26 +387,38 @@ class TimingTree:
                     FIRST_SPLITS.get(specs[0].kind),
                 )
 
-            every_row = np.arange(len(y))
-            flat = grow(every_row)
+            flat = grow(np.arange(len(y)))
             if folds is None:
-                score = relative_sse(x, y, np.array(flat.weights[0]))
-            else:
-                cv = self._cross_validated(grow, x, y, variables, folds)
-                penalty = LEAF_PENALTIES[int(np.argmin(cv))]
-                score = float(cv.min())
-                errors = growth.node_errors(flat, x, y, variables)
-                flat = growth.prune_at(
-                    flat, growth.cost_complexity_cut(flat, errors, penalty * len(y))
-                )
+                return relative_sse(x, y, np.array(flat.weights[0])), flat
+            cv = self._cross_validated(grow, x, y, variables, folds)
+            penalty = LEAF_PENALTIES[int(np.argmin(cv))]
+            errors = growth.node_errors(flat, x, y, variables)
+            return float(cv.min()), growth.prune_at(
+                flat, growth.cost_complexity_cut(flat, errors, penalty * len(y))
+            )
+
+        best = None
+        first_in_tile = self.in_tiles[0] if specs[0].kind in IN_TILE_KINDS else 1
+        for names, tile in itertools.product(name_sets, self.tiles):
+            score, flat = scored(names, tile, first_in_tile)
             # Last-tile splits must cut the error by LAST_TILE_GAIN: on a tie the plainer
             # tree wins (a tile of 8 with a split on `cout_in_last_16` can mimic a tile of 16).
             gain = LAST_TILE_GAIN if names is not name_sets[0] else 0.0
             if best is None or score < best[0] - gain:
-                best = (score, tile, flat)
-        score, tile, flat = best
+                best = (score, names, tile, first_in_tile, flat)
+        # The input channels' tile is searched at the chosen output tile, with and without
+        # last-tile splits (the two tiles round different dims; a joint search grows 3x the trees).
+        if specs[0].kind in IN_TILE_KINDS:
+            tile = best[2]
+            for names, in_tile in itertools.product(name_sets, self.in_tiles[1:]):
+                score, flat = scored(names, tile, in_tile)
+                gain = LAST_TILE_GAIN if names is not name_sets[0] else 0.0
+                if score < best[0] - gain:
+                    best = (score, names, tile, in_tile, flat)
+        score, _, tile, in_tile, flat = best
         return {
             "tile": tile,
+            "in_tile": in_tile,
             "tree": flat,
             "rows": len(y),
             "validation_mape": score if folds is not None else None,
@@ -460,21 +494,23 @@ class TimingTree:
         timed = timed_as(spec)
         return spec if timed.kind not in self.kinds_ and spec.kind in self.kinds_ else timed
 
-    def leaf(self, spec: LayerSpec) -> tuple[int, np.ndarray, int]:
-        """(leaf id, leaf weights over [1, *FEATURES], tile) of the leaf `spec` falls in, in
-        the tree of `timed_spec(spec).kind`."""
+    def leaf(self, spec: LayerSpec) -> tuple[int, np.ndarray, dict]:
+        """(leaf id, leaf weights over [1, *FEATURES], tiles) of the leaf `spec` falls in, in
+        the tree of `timed_spec(spec).kind`; `tiles` are `compute_features`' `tile` and
+        `in_tile` for that kind."""
         timed = self.timed_spec(spec)
         model = self.kind_model(timed.kind)
         flat = model["tree"]
         node = flat.leaf_of(split_variables(timed))
-        return node, np.array(flat.weights[node]), model["tile"]
+        tiles = {"tile": model["tile"], "in_tile": model.get("in_tile", 1)}
+        return node, np.array(flat.weights[node]), tiles
 
     def predict_one(self, spec: LayerSpec) -> float:
         """Predicted time of one kernel, microseconds (as a single-kernel model's invoke).
         Remembered per kernel: pruning asks for the same kernels many times an epoch."""
         if spec not in self._predicted_us:
-            _, w, tile = self.leaf(spec)
-            features = compute_features(self.timed_spec(spec), tile)
+            _, w, tiles = self.leaf(spec)
+            features = compute_features(self.timed_spec(spec), **tiles)
             self._predicted_us[spec] = float(design_matrix([features])[0] @ w)
         return self._predicted_us[spec]
 
@@ -535,10 +571,12 @@ class TimingTree:
 
     def _explain_kind(self, kind) -> str:
         model = self.kind_model(kind)
-        flat, tile = model["tree"], model["tile"]
+        flat, tile, in_tile = model["tree"], model["tile"], model.get("in_tile", 1)
         head = f"{kind}: {model['rows']} rows"
         if tile > 1:
             head += f"; staircase tile {tile} (FLOPs and params use channels rounded up to {tile})"
+        if in_tile > 1:
+            head += f"; input channels rounded up to {in_tile}"
         if model.get("validation_mape") is not None:
             head += f"; validation MAPE {100 * model['validation_mape']:.1f}%"
         lines = [head]
@@ -584,6 +622,7 @@ class TimingTree:
                 "min_gain": self.min_gain,
                 "validation_fraction": self.validation_fraction,
                 "tiles": list(self.tiles),
+                "in_tiles": list(self.in_tiles),
                 "seed": self.seed,
             },
             "kinds": {k: {**m, "tree": m["tree"].to_dict()} for k, m in self.kinds_.items()},

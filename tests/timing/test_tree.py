@@ -101,6 +101,51 @@ def test_a_kind_too_small_for_folds_never_splits_on_a_last_tile():
     assert "_in_last_" in TimingTree(min_samples_leaf=10).fit(specs, times).explain("dense")
 
 
+def input_staircase(step, n=500, seed=2):
+    """A Dense whose time steps every `step` input channels (int8 GEMMs on the AMD EPYC VM
+    step every 8: its packed depth is a multiple of 8); `step` 1 is smooth in cin."""
+    rng = np.random.default_rng(seed)
+    specs = [
+        LayerSpec("dense", dict(m=1, cin=int(ci), cout=int(co)))
+        for ci, co in zip(rng.integers(1, 200, size=n), rng.integers(1, 40, size=n) * 16)
+    ]
+    times = [0.6 + 2e-4 * -(-s.dims["cin"] // step) * step * s.dims["cout"] for s in specs]
+    return specs, np.array(times) * rng.uniform(0.97, 1.03, size=n)  # a timer's noise
+
+
+def test_a_tree_learns_the_tile_of_the_input_channels():
+    specs, y = input_staircase(8)
+    tree = TimingTree().fit(specs, y)
+    assert tree.kinds_["dense"]["in_tile"] == 8
+    assert "input channels rounded up to 8" in tree.explain("dense")
+
+    def predict(cin):
+        return tree.predict_one(LayerSpec("dense", dict(m=1, cin=cin, cout=256)))
+
+    assert predict(9) == pytest.approx(predict(16), rel=0.005)  # one stair (but the bytes read)
+    assert predict(17) / predict(16) == pytest.approx(
+        (0.6 + 2e-4 * 24 * 256) / (0.6 + 2e-4 * 16 * 256), rel=0.02
+    )
+    restored = TimingTree.from_dict(json.loads(json.dumps(tree.to_dict())))
+    np.testing.assert_allclose(restored.predict(specs), tree.predict(specs))
+    # Times smooth in cin keep input channels unrounded.
+    smooth_specs, smooth_y = input_staircase(1)
+    assert TimingTree().fit(smooth_specs, smooth_y).kinds_["dense"]["in_tile"] == 1
+
+
+def test_a_tree_saved_before_input_tiles_predicts_what_it_did(fitted, tmp_path):
+    """A format-9 tree has no `in_tile` per kind nor `in_tiles` hyperparameter: input
+    channels unrounded."""
+    tree, specs, _ = fitted
+    data = tree.to_dict()
+    del data["hyperparameters"]["in_tiles"]
+    for model in data["kinds"].values():
+        assert model.pop("in_tile") == 1
+    path = tmp_path / "format9.json"
+    path.write_text(json.dumps({**data, "format_version": 9}))
+    np.testing.assert_allclose(TimingTree.load(str(path)).predict(specs), tree.predict(specs))
+
+
 def test_flops_baseline_cannot_see_the_staircase(fitted):
     _, specs, y = fitted
     err = np.abs(FlopsLinear().fit(specs, y).predict(specs) - y) / y
@@ -198,7 +243,9 @@ def test_foreign_and_other_version_files(fitted, tmp_path):
         TimingTree.load(str(path))
     data = fitted[0].to_dict()
     path.write_text(json.dumps({**data, "format_version": 99}))
-    with pytest.raises(TreeFormatError, match="format_version 99.*versions 2 to 9.*profile_device"):
+    with pytest.raises(
+        TreeFormatError, match="format_version 99.*versions 2 to 10.*profile_device"
+    ):
         TimingTree.load(str(path))
     del data["overhead_us"]
     path.write_text(json.dumps(data))
@@ -219,6 +266,10 @@ def test_not_fitted_and_bad_arguments():
         TimingTree().predict([LayerSpec("dense", dict(m=1, cin=2, cout=2))])
     with pytest.raises(ValueError, match="max_depth"):
         TimingTree(max_depth=-1)
+    with pytest.raises(ValueError, match="in_tiles=\\(\\)"):
+        TimingTree(in_tiles=())
+    with pytest.raises(ValueError, match="positive integers"):
+        TimingTree(tiles=(0, 8))
     with pytest.raises(ValueError, match="positive microseconds"):
         TimingTree().fit([LayerSpec("dense", dict(m=1, cin=2, cout=2))], [0.0])
     with pytest.raises(ValueError, match="equal length"):
