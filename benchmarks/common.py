@@ -48,8 +48,15 @@ def environment() -> str:
 
 
 def write_section(name: str, body: str) -> None:
-    """Replaces (or appends) the section `name` of RESULTS.md, leaving the others alone."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    """Replaces (or appends) the section `name` of RESULTS.md measured on this machine's CPU,
+    leaving the others alone: the same benchmark run on another CPU adds a section (its
+    heading, the body's first line, names the CPU) instead of overwriting that CPU's figures.
+    """
+    machine = cpu_model()
+    begin, end = f"<!-- {name}@{machine}:begin -->", f"<!-- {name}@{machine}:end -->"
+    heading, _, rest = body.partition("\n")
+    if heading.startswith("#"):
+        body = f"{heading}, {machine}\n{rest}"
     text = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
     block = f"{begin}\n{body.rstrip()}\n{end}"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
