@@ -19,7 +19,7 @@ on --tree divided by the speedup):
 Every compressed model is saved with its accuracy as soon as it is done (a killed run resumes
 where it stopped); then all the task's models, and the teacher twice (the noise floor), are
 timed side by side in one interleaved LiteRT run (fp32, 1 thread). Each task writes its section
-of benchmarks/RESULTS.md (`compression_<task>`) and a Pareto plot (compression_<task>.png).
+of benchmarks/RESULTS.md (`compression_<task>`) and a Pareto plot (compression_<task>_<cpu>.png).
 
 Not named compression.py: run as a script, that name would shadow the standard library's
 `compression` package (Python 3.14, and its backport, which jax imports under TensorFlow).
@@ -45,6 +45,7 @@ from benchmarks import baselines  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     calibration_model,
     environment,
+    machine_slug,
     machine_speed,
     require_float32_single_thread,
     table,
@@ -480,7 +481,7 @@ def section(name, env, result, record, teacher_ms, budget) -> str:
             "",
             *verdicts,
             "",
-            f"![pareto {name}](compression_{name}.png)",
+            f"![pareto {name}](compression_{name}_{machine_slug()}.png)",
         ]
     )
 
@@ -497,7 +498,7 @@ def pareto_plot(name, result):
     ]
     fig = pareto_figure(runs, title=name)
     fig.axes[0].set(xlabel="measured latency (ms, LiteRT fp32, 1 thread)", ylabel="accuracy (%)")
-    fig.savefig(os.path.join(HERE, f"compression_{name}.png"), dpi=110)
+    fig.savefig(os.path.join(HERE, f"compression_{name}_{machine_slug()}.png"), dpi=110)
 
 
 def main(argv):

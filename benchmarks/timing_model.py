@@ -31,7 +31,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import environment, table, write_section  # noqa: E402
+from benchmarks.common import environment, machine_slug, table, write_section  # noqa: E402
 from benchmarks.peers import MLP, LookupTable, RandomForest  # noqa: E402
 from fdi_keras.latency import predict_latency  # noqa: E402
 from fdi_keras.plots import staircase_figure  # noqa: E402
@@ -171,7 +171,7 @@ def staircase(runner, out_dir, tree, flops):
     ]:
         staircase_figure(tree, rows, kind, sweep="cout", others={"FLOPs-linear": flops}, ax=ax)
         ax.set(title=title, xlabel=xlabel)
-    fig.savefig(os.path.join(HERE, "staircase.png"), dpi=110)
+    fig.savefig(os.path.join(HERE, f"staircase_{machine_slug()}.png"), dpi=110)
     conv_specs, conv_y = data["conv2d"]
     by_c = {s.dims["cout"]: t for s, t in zip(conv_specs, conv_y)}
     return by_c
@@ -183,7 +183,7 @@ def main(argv):
     rows = read_rows(os.path.join(FLAGS.profile_dir, "profile.jsonl"))
     setup = check_one_setup(rows)
     tree, _ = fit_profile(rows)
-    with open(os.path.join(HERE, "timing_tree_rules.txt"), "w") as f:
+    with open(os.path.join(HERE, f"timing_tree_rules_{machine_slug()}.txt"), "w") as f:
         f.write(tree.explain() + "\n")
     dtype, threads = setup["dtype"], setup["threads"]
     runner = LocalRunner()
@@ -276,7 +276,7 @@ def main(argv):
         "",
         "### Staircase",
         "",
-        "![staircase](staircase.png)",
+        f"![staircase](staircase_{machine_slug()}.png)",
         "",
         "Conv2D 3x3 on 28x28x32, measured: "
         + ", ".join(
@@ -284,7 +284,8 @@ def main(argv):
         )
         + ".",
         "",
-        "Rules of the fitted tree, with the composition term: `benchmarks/timing_tree_rules.txt`.",
+        "Rules of the fitted tree, with the composition term: "
+        f"`benchmarks/timing_tree_rules_{machine_slug()}.txt`.",
     ]
     write_section("timing_model", "\n".join(lines))
     print("\n".join(lines))
