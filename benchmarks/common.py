@@ -51,7 +51,7 @@ def machine_slug() -> str:
     """This machine's CPU as a file-name part (`intel_xeon_processor`, `amd_epyc`): plots and
     rule files sit beside RESULTS.md once per CPU, as its sections do."""
     words = re.sub(r"\(.*?\)", " ", cpu_model()).lower().split()
-    return "_".join(re.sub(r"[^a-z0-9]", "", w) for w in words if re.sub(r"[^a-z0-9]", "", w))
+    return "_".join(filter(None, (re.sub(r"[^a-z0-9]", "", w) for w in words)))
 
 
 def write_section(name: str, body: str) -> None:

@@ -402,23 +402,22 @@ class TimingTree:
             )
 
         best = None
-        first_in_tile = self.in_tiles[0] if specs[0].kind in IN_TILE_KINDS else 1
+        in_tiles = self.in_tiles if specs[0].kind in IN_TILE_KINDS else (1,)
         for names, tile in itertools.product(name_sets, self.tiles):
-            score, flat = scored(names, tile, first_in_tile)
+            score, flat = scored(names, tile, in_tiles[0])
             # Last-tile splits must cut the error by LAST_TILE_GAIN: on a tie the plainer
             # tree wins (a tile of 8 with a split on `cout_in_last_16` can mimic a tile of 16).
             gain = LAST_TILE_GAIN if names is not name_sets[0] else 0.0
             if best is None or score < best[0] - gain:
-                best = (score, names, tile, first_in_tile, flat)
+                best = (score, names, tile, in_tiles[0], flat)
         # The input channels' tile is searched at the chosen output tile, with and without
         # last-tile splits (the two tiles round different dims; a joint search grows 3x the trees).
-        if specs[0].kind in IN_TILE_KINDS:
-            tile = best[2]
-            for names, in_tile in itertools.product(name_sets, self.in_tiles[1:]):
-                score, flat = scored(names, tile, in_tile)
-                gain = LAST_TILE_GAIN if names is not name_sets[0] else 0.0
-                if score < best[0] - gain:
-                    best = (score, names, tile, in_tile, flat)
+        tile = best[2]
+        for names, in_tile in itertools.product(name_sets, in_tiles[1:]):
+            score, flat = scored(names, tile, in_tile)
+            gain = LAST_TILE_GAIN if names is not name_sets[0] else 0.0
+            if score < best[0] - gain:
+                best = (score, names, tile, in_tile, flat)
         score, _, tile, in_tile, flat = best
         return {
             "tile": tile,
@@ -506,7 +505,7 @@ class TimingTree:
         model = self.kind_model(timed.kind)
         flat = model["tree"]
         node = flat.leaf_of(split_variables(timed))
-        tiles = {"tile": model["tile"], "in_tile": model.get("in_tile", 1)}
+        tiles = {"tile": model["tile"], "in_tile": model["in_tile"]}
         return node, np.array(flat.weights[node]), tiles
 
     def predict_one(self, spec: LayerSpec) -> float:
@@ -575,7 +574,7 @@ class TimingTree:
 
     def _explain_kind(self, kind) -> str:
         model = self.kind_model(kind)
-        flat, tile, in_tile = model["tree"], model["tile"], model.get("in_tile", 1)
+        flat, tile, in_tile = model["tree"], model["tile"], model["in_tile"]
         head = f"{kind}: {model['rows']} rows"
         if tile > 1:
             head += f"; staircase tile {tile} (FLOPs and params use channels rounded up to {tile})"
@@ -694,7 +693,7 @@ class TimingTree:
                 if version < 8 and kind == "conv2d":  # a conv's `copies` was 0
                     for w in flat.weights:
                         w[copies] = 0.0
-                tree.kinds_[kind] = {**m, "tree": flat}
+                tree.kinds_[kind] = {"in_tile": 1, **m, "tree": flat}  # format 9: no in_tile
         except KeyError as e:
             raise TreeFormatError(
                 f"{source} lacks the field {e.args[0]!r}; the file is incomplete or corrupt."
