@@ -66,7 +66,7 @@ from fdi_keras.profiling import LocalRunner, read_rows, run_profile  # noqa: E40
 from fdi_keras.profiling.runners import cpu_model  # noqa: E402
 from fdi_keras.profiling.store import ProfileStore  # noqa: E402
 from fdi_keras.profiling.timer import Timing  # noqa: E402
-from fdi_keras.timing.tree import calibration_reference  # noqa: E402
+from fdi_keras.timing.tree import calibration_reference, rows_to_dataset  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("tree", "profiles/this_cpu/timing_tree.json", "This CPU's timing tree.")
@@ -303,7 +303,12 @@ def alone_table(tree, builders, store, machine) -> str:
     specs = {name: [tree.profiled(k.spec) for k in model_kernels(m)] for name, m in models.items()}
     unique = {s.key(): s for ss in specs.values() for s in ss}
     run_profile([LocalRunner()], list(unique.values()), out_dir)
-    alone = {r["key"]: r["time_us"] for r in read_rows(os.path.join(out_dir, "profile.jsonl"))}
+    # At the profile's machine speed, as the trees predict and the whole models are measured.
+    alone_rows = read_rows(os.path.join(out_dir, "profile.jsonl"))
+    alone_data = rows_to_dataset(alone_rows, reference=machine.reference_us)
+    alone = {
+        s.key(): t for kind_specs, times in alone_data.values() for s, t in zip(kind_specs, times)
+    }
     rows = []
     for name, ss in specs.items():
         whole = measured(store, name, models[name], machine, threads, dtype)[0][0].min_us
@@ -325,8 +330,8 @@ def alone_table(tree, builders, store, machine) -> str:
             "### Where the error comes from: every kernel timed alone",
             "",
             "The model measured whole against the sum of its kernels measured alone (the",
-            "profiler's protocol, same run): what the composition term must supply; the",
-            "trees' single-kernel sum against that same sum: the trees' own error.",
+            "profiler's protocol, at the profile's machine speed): what the composition term",
+            "must supply; the trees' single-kernel sum against that same sum: their own error.",
             "",
             table(
                 [

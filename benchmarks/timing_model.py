@@ -42,7 +42,7 @@ from fdi_keras.profiling.sampling import sample_held_out  # noqa: E402
 from fdi_keras.specs import NETWORK, LayerSpec  # noqa: E402
 from fdi_keras.timing import FlopsLinear, TimingTree, rows_to_dataset  # noqa: E402
 from fdi_keras.timing.evaluate import accuracy  # noqa: E402
-from fdi_keras.timing.tree import network_rows  # noqa: E402
+from fdi_keras.timing.tree import calibration_reference, network_rows  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("profile_dir", "profiles/this_cpu", "The profile to evaluate (make profile).")
@@ -115,10 +115,11 @@ def noise_floor(first, second):
     return out
 
 
-def networks_table(tree, first_rows, second_rows):
-    """Held-out networks: predicted vs measured for both statistics, and the ablation."""
-    specs, measured = network_rows(first_rows)
-    _, again = network_rows(second_rows)
+def networks_table(tree, first_rows, second_rows, reference):
+    """Held-out networks: predicted vs measured for both statistics, and the ablation; times
+    expressed at the profile's calibration `reference`, as the tree's are."""
+    specs, measured = network_rows(first_rows, reference=reference)
+    _, again = network_rows(second_rows, reference=reference)
     ablation = TimingTree.from_dict({**tree.to_dict(), "composition": {}})
     rows, out = [], {"min": [], "median": [], "sum": []}
     for i, spec in enumerate(specs):
@@ -190,7 +191,10 @@ def main(argv):
     specs = held_out_specs(sorted(tree.kinds_), dtype, threads)
     first = run_profile([runner], specs, os.path.join(FLAGS.out_dir, "held_out")).rows
     second = run_profile([runner], specs, os.path.join(FLAGS.out_dir, "held_out_again")).rows
-    held, held_again = rows_to_dataset(first), rows_to_dataset(second)
+    # Both runs at the profile's machine speed (its calibration time), as the tree predicts.
+    reference = calibration_reference(rows)
+    held = rows_to_dataset(first, reference=reference)
+    held_again = rows_to_dataset(second, reference=reference)
     floor = noise_floor(held, held_again)
 
     models = [
@@ -201,7 +205,7 @@ def main(argv):
         ("LookupTable (HALP)", LookupTable()),
     ]
     kind_rows, stats = per_kind(models, rows_to_dataset(rows), held, floor)
-    net_rows, nets = networks_table(tree, first, second)
+    net_rows, nets = networks_table(tree, first, second, reference)
     flops_all = FlopsLinear().fit(
         *[
             [s for k, (sp, _) in rows_to_dataset(rows).items() for s in sp],
@@ -231,6 +235,10 @@ def main(argv):
         "no sweeps, no preference for multiples of 8), profiled in this run; every model below",
         "is fitted on the profile's rows only. Signed: mean (predicted - measured) / measured.",
         "Noise floor: the same held-out configurations profiled a second time, same protocol.",
+        "Every time is expressed at the profile's machine speed (each batch divided by its",
+        f"calibration kernel's time, times the profile's median, {reference:.2f} us; medians in",
+        f"the held-out runs: {calibration_reference(first):.2f} and "
+        f"{calibration_reference(second):.2f} us).",
         "",
         table(
             ["kind", "model", "n", "MAPE", "signed", "within 10%", "within 5%", "noise floor"],

@@ -103,11 +103,22 @@ def calibration_reference(rows) -> float:
     return float(np.nanmedian(calibration)) if np.isfinite(calibration).any() else np.nan
 
 
-def rows_to_dataset(rows: Iterable[dict], drift_correction: bool = True):
+def rows_to_dataset(
+    rows: Iterable[dict], drift_correction: bool = True, reference: float | None = None
+):
     """Profile rows -> {kind: (specs, times_us)} of the kernel kinds, dividing out drift of the
-    calibration kernel. Whole-network rows are left out (see `network_rows`)."""
+    calibration kernel. Whole-network rows are left out (see `network_rows`).
+
+    Args:
+        rows: profile rows.
+        drift_correction: divide each row by its batch's calibration-kernel time.
+        reference: the calibration time (us) the times are expressed at; by default the
+            median over `rows`. Rows of another run compared with a tree fitted on a profile
+            need that profile's (`calibration_reference(profile_rows)`): with their own median
+            they would carry the machine's speed during that run.
+    """
     rows = [r for r in rows if r.get("status") == "ok"]
-    reference = calibration_reference(rows)
+    reference = calibration_reference(rows) if reference is None else reference
     rows = [r for r in rows if r["spec"]["kind"] != NETWORK]
     data: dict[str, tuple[list, list]] = {}
     for row, factor in zip(rows, _drift_factors(rows, reference, drift_correction)):
@@ -117,11 +128,13 @@ def rows_to_dataset(rows: Iterable[dict], drift_correction: bool = True):
     return {k: (s, np.array(t)) for k, (s, t) in data.items()}
 
 
-def network_rows(rows: Iterable[dict], drift_correction: bool = True):
+def network_rows(
+    rows: Iterable[dict], drift_correction: bool = True, reference: float | None = None
+):
     """The whole-network rows: (specs, {statistic: times_us}), drift divided out relative to
-    the same reference as the kernel rows."""
+    `reference` as in `rows_to_dataset`."""
     rows = [r for r in rows if r.get("status") == "ok"]
-    reference = calibration_reference(rows)
+    reference = calibration_reference(rows) if reference is None else reference
     rows = [r for r in rows if r["spec"]["kind"] == NETWORK]
     factors = _drift_factors(rows, reference, drift_correction)
     specs = [LayerSpec.from_dict(r["spec"]) for r in rows]
