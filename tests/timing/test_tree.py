@@ -411,3 +411,33 @@ def test_a_kind_of_one_sweep_fits_unpruned():
     y = np.array([1.0 + 0.01 * s.dims["cout"] for s in specs])
     model = TimingTree().fit(specs, y).kinds_["dense"]
     assert model["validation_mape"] is None
+
+
+def test_rows_of_another_run_are_expressed_at_the_profile_s_machine_speed():
+    """A run whose calibration kernel was slow throughout keeps that slowness under its own
+    median; at the profile's reference it is divided out (kernel and network rows alike)."""
+    from fdi_keras.timing.tree import calibration_reference, network_rows, rows_to_dataset
+
+    def row(kind, dims, time_us, calibration_us):
+        spec = LayerSpec(kind, dims).to_dict()
+        return {
+            "status": "ok",
+            "spec": spec,
+            "time_us": time_us,
+            "median_us": time_us,
+            "calibration_us": calibration_us,
+        }
+
+    profile = [row("softmax", {"n": n}, 10.0, 20.0) for n in (10, 20, 30)]
+    slow_run = [
+        row("softmax", {"n": 40}, 12.0, 24.0),
+        row("network", {"seed": 1}, 120.0, 24.0),
+    ]
+    reference = calibration_reference(profile)
+    assert reference == 20.0
+    ((_, own),) = rows_to_dataset(slow_run).values()
+    ((_, at_profile),) = rows_to_dataset(slow_run, reference=reference).values()
+    assert own[0] == pytest.approx(12.0)
+    assert at_profile[0] == pytest.approx(10.0)
+    _, times = network_rows(slow_run, reference=reference)
+    assert times["min"][0] == pytest.approx(100.0) and times["median"][0] == pytest.approx(100.0)
