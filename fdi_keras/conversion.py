@@ -28,9 +28,11 @@ def with_batch_one(model: keras.Model) -> keras.Model:
         return model
     inputs = [
         keras.Input(t.shape[1:], batch_size=1, dtype=t.dtype, name=t.name.split(":")[0])
-        for t in model.inputs
+        for t in keras.tree.flatten(model.input)
     ]
-    clone = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0])
+    # The same nesting as the model's: one tensor, a list of one (`keras.Model([x], y)`), a dict.
+    input_tensors = keras.tree.pack_sequence_as(model.input, inputs)
+    clone = keras.models.clone_model(model, input_tensors=input_tensors)
     clone.set_weights(model.get_weights())
     return clone
 

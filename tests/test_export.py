@@ -35,6 +35,28 @@ def test_recurrent_models_are_rebuilt_with_batch_one_and_keep_weights(tmp_path):
     np.testing.assert_allclose(out, model(x), atol=1e-4)
 
 
+@pytest.mark.parametrize("nesting", ["list of one", "dict", "list of two"])
+def test_models_whose_inputs_are_a_list_or_a_dict_keep_that_nesting_at_batch_one(nesting):
+    """`keras.Model([x], y)` (a sub-model of a stock one is built that way) and dict inputs
+    are rebuilt with the same nesting: clone_model refuses any other."""
+    x, z = keras.Input((8,), name="x"), keras.Input((4,), name="z")
+    if nesting == "list of two":
+        model = keras.Model([x, z], keras.layers.Dense(3)(keras.layers.Concatenate()([x, z])))
+        data = [np.ones((1, 8), "float32"), np.ones((1, 4), "float32")]
+    else:
+        inputs = [x] if nesting == "list of one" else {"x": x}
+        model = keras.Model(inputs, keras.layers.Dense(3)(x))
+        data = (
+            [np.ones((1, 8), "float32")]
+            if nesting == "list of one"
+            else {"x": np.ones((1, 8), "float32")}
+        )
+    fixed = with_batch_one(model)
+    assert [t.shape[0] for t in fixed.inputs] == [1] * len(model.inputs)
+    np.testing.assert_allclose(fixed(data), model(data), atol=1e-6)
+    assert "FULLY_CONNECTED" in ops(to_tflite(model))
+
+
 def test_int8_and_float16():
     x = keras.Input((8, 8, 4))
     model = keras.Model(x, keras.layers.Conv2D(8, 3)(x))
