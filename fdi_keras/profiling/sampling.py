@@ -21,6 +21,10 @@ Ranges (inclusive; integers drawn log-uniformly so small and large layers are bo
 | network | a random network of `fdi_keras.profiling.networks` (some narrow), or a chain of |
 |  | one kernel repeated (`fdi_keras.profiling.chains`), timed whole |
 
+A quarter of the memory-bound kinds' configurations (activation, add, concat, depthwise, pooling,
+pad, squared_difference) are drawn on large maps instead: 2^16..2^22 elements (0.25-16 MB in
+float32) on sides of 7..224, past the caches of phones' and desktop cores (`LARGE_KINDS`).
+
 Work is capped (about 2e8 multiply-accumulates, 16 MB of tensors) to stay within a phone's
 budget for one layer. Half the channel counts are rounded to multiples of 8, as designed
 networks are; the other half are arbitrary, as pruned networks are. About a third of the
@@ -56,7 +60,7 @@ DEFAULT_COUNTS = {
     "conv2d": 420,  # 315, 70 first layers and 35 covering windows (_SPECIAL_STREAMS)
     "depthwise_conv2d": 300,
     "dense": 200,
-    "pool2d": 80,
+    "pool2d": 100,  # 80 before large maps took a quarter: 1x1 windows need 20 (below)
     "global_pool": 40,
     "add": 60,
     "squared_difference": 30,  # LayerNormalization's; a line in its size, like add
@@ -240,6 +244,31 @@ def _recurrent(rng):
     )
 
 
+def _large_map(rng, low_channels, high_channels=2048):
+    """(side, channels) of a square feature map of LARGE_ELEMENTS elements (log-uniform),
+    its side 7..224 and its channels within the bounds."""
+    while True:
+        elements, side = _logint(rng, *LARGE_ELEMENTS), _logint(rng, 7, 224)
+        c = elements // (side * side)
+        c = max(8, int(round(c / 8)) * 8) if rng.random() < rng.p_round else c
+        if low_channels <= c <= high_channels:
+            return side, c
+
+
+def _large(sampler):
+    """`sampler`'s configurations moved onto a large feature map (see LARGE_KINDS)."""
+
+    def draw(rng):
+        dims, attrs, channel_dim = sampler(rng)
+        if "h" not in dims:  # an activation: a count of elements
+            return {**dims, "n": _logint(rng, *LARGE_ELEMENTS)}, attrs, channel_dim
+        channels = "cin" if "cin" in dims else "c"
+        side, c = _large_map(rng, max(dims.get("n", 1), 4))  # concat: a channel per input
+        return {**dims, "h": side, "w": side, channels: c}, attrs, channel_dim
+
+    return draw
+
+
 _SAMPLERS = {
     "conv2d": _conv2d,
     "depthwise_conv2d": _depthwise,
@@ -258,6 +287,26 @@ _SAMPLERS = {
 }
 
 
+# Memory-bound kinds, a LARGE_SHARE of whose configurations are drawn on feature maps of
+# LARGE_ELEMENTS elements (0.25-16 MB in float32): the main draw's log-uniform sides and
+# channels seldom make a tensor of over a megabyte, where such a kernel outgrows a core's
+# cache (2 MB of L2 on the Intel VM; 0.5-1 MB on phones) and runs at the next level's
+# bandwidth. Fitted without these rows, the Intel VM's trees put its held-out add, concat,
+# pad and squared_difference kernels of over 2 MB 27-63% low (those under it within 6%), and
+# EfficientNetB0 at 224 px's 112x112x96 element-wise kernels 40% low.
+LARGE_KINDS = (
+    "activation",
+    "add",
+    "concat",
+    "depthwise_conv2d",
+    "global_pool",
+    "pad",
+    "pool2d",
+    "squared_difference",
+)
+LARGE_SHARE = 1 / 4
+LARGE_ELEMENTS = (2**16, 2**22)
+
 # Configurations the main draw almost never makes, each a share of the kind's configurations
 # drawn by a random stream of its own, so that the kind's other configurations stay what they
 # were (prefixes of their streams):
@@ -268,12 +317,14 @@ _SAMPLERS = {
 # - covering windows: a `valid` window over all of a 3-9 px map (1-3 output positions a side)
 #   is drawn in 3 of 420 configurations, and the zoo has 41 such kernels (InceptionV3 and
 #   Inception-ResNet at 75 px), which the tree fitted without them predicted 21% slow (every
-#   one of them over); with these 35 rows, 12% (+2% on average).
+#   one of them over); with these 35 rows, 12% (+2% on average);
+# - large maps of the memory-bound kinds (LARGE_KINDS above).
 _SPECIAL_STREAMS = {
     "conv2d": (
         (b"input layers", _input_conv2d, 1 / 6),
         (b"covering windows", _covering_conv2d, 1 / 12),
-    )
+    ),
+    **{kind: ((b"large maps", _large(_SAMPLERS[kind]), LARGE_SHARE),) for kind in LARGE_KINDS},
 }
 
 

@@ -13,6 +13,9 @@ from fdi_keras.profiling.networks import (
 )
 from fdi_keras.profiling.sampling import (
     DEFAULT_COUNTS,
+    LARGE_ELEMENTS,
+    LARGE_KINDS,
+    LARGE_SHARE,
     MAX_MACS,
     sample_configs,
     sample_held_out,
@@ -31,7 +34,7 @@ def test_deterministic_distinct_within_budget(kind):
     assert all(compute_features(s)["flops"] / 2 <= MAX_MACS for s in specs)
 
 
-@pytest.mark.parametrize("kind", ["conv2d", "dense"])  # with and without first layers
+@pytest.mark.parametrize("kind", ["conv2d", "dense", "add"])  # with and without streams
 def test_more_configs_keep_every_config_of_fewer(kind):
     fewer, more = sample_configs(kind, 80), sample_configs(kind, 200)
     assert {s.key() for s in fewer} <= {s.key() for s in more}  # a larger profile resumes
@@ -54,6 +57,22 @@ def test_a_twelfth_of_conv2d_configs_are_valid_windows_covering_a_small_map():
     specs = sample_configs("conv2d", 420)
     assert 30 <= sum(covering(s) for s in specs) <= 45  # 35, and a few of the main draw's
     assert sum(covering(s) for s in specs[: 420 - 35 - 70]) <= 10
+
+
+@pytest.mark.parametrize("kind", LARGE_KINDS)
+def test_a_share_of_memory_bound_configs_are_on_maps_past_a_core_s_cache(kind):
+    """Where a memory-bound kernel leaves the cache (2 MB of L2 on the Intel VM) its time per
+    byte changes; the main draw alone puts few rows there."""
+    n = DEFAULT_COUNTS[kind]
+    large = sample_configs(kind, n)[n - round(LARGE_SHARE * n) :]
+    elements = [
+        s.dims["n"] if "h" not in s.dims else s.dims["h"] ** 2 * s.dims.get("cin", s.dims.get("c"))
+        for s in large
+    ]
+    # (channels rounded to a multiple of 8 move a map a little past the bounds)
+    assert all(0.8 * LARGE_ELEMENTS[0] <= e <= 1.1 * LARGE_ELEMENTS[1] for e in elements)
+    past_l2 = sum(compute_features(s)["bytes_in"] > 2e6 for s in large)
+    assert past_l2 >= len(large) / 4
 
 
 def test_sweeps_cover_consecutive_channel_counts():
