@@ -55,17 +55,19 @@ from fdi_keras.specs import KINDS, NETWORK, LayerSpec
 
 # Configurations per kind of a default profile (20-23 minutes on a 2-core x86 VM): more
 # where the time has staircases over many dimensions, fewer for element-wise kinds whose
-# time is a line in their size; and random networks timed whole for the composition term.
+# time is a line in their size (up to a cache's size: each memory-bound kind draws at least
+# 80, a quarter of them on large maps, so that past the cache it has a leaf's worth of rows,
+# min_samples_leaf); and random networks timed whole for the composition term.
 DEFAULT_COUNTS = {
     "conv2d": 420,  # 315, 70 first layers and 35 covering windows (_SPECIAL_STREAMS)
     "depthwise_conv2d": 300,
     "dense": 200,
-    "pool2d": 100,  # 80 before large maps took a quarter: 1x1 windows need 20 (below)
-    "global_pool": 40,
-    "add": 60,
-    "squared_difference": 30,  # LayerNormalization's; a line in its size, like add
-    "concat": 60,
-    "pad": 40,
+    "pool2d": 100,  # 1x1 windows need 20 (below) beside 25 large maps
+    "global_pool": 80,
+    "add": 80,
+    "squared_difference": 80,  # LayerNormalization's; a line in its size, like add
+    "concat": 80,
+    "pad": 80,
     # Six functions a few times apart in cost (gelu about 3x relu): each needs the rows of
     # its own leaf (min_samples_leaf); at 80 the tree gave gelu and tanh relu's leaf, 60% low.
     "activation": 240,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import zlib
 
 import numpy as np
 
@@ -15,9 +16,10 @@ def holdout_accuracy(rows: list[dict], tree_factory=TimingTree, fraction=0.2, se
     """Per kind, accuracy of a tree fitted without about `fraction` of the rows, on them; whole
     sweeps are held out (`held_out_sweeps`), never near-copies of fitted rows."""
     data = rows_to_dataset(rows)
-    rng = np.random.default_rng(seed)
     specs_tr, y_tr, held = [], [], {}
     for kind, (specs, y) in data.items():
+        # A stream per kind: rows added to one kind leave the others' splits as they were.
+        rng = np.random.default_rng([seed, zlib.crc32(kind.encode())])
         is_held = held_out_sweeps(specs, fraction, rng) & (len(y) >= 20)  # none of few rows
         held[kind] = ([s for s, h in zip(specs, is_held) if h], y[is_held])
         specs_tr += [s for s, h in zip(specs, is_held) if not h]
