@@ -60,7 +60,18 @@ def test_dense_and_int8_bytes():
         "param_bytes": 256 * 128 + 128,
         "steps": 0,
         "copies": 0,
+        "bytes_past_512KB": 0,
+        "bytes_past_2MB": 0,
+        "bytes_past_8MB": 0,
     }
+
+
+def test_bytes_past_each_cache_knot_count_the_whole_working_set():
+    f = feats("dense", dict(m=1, cin=1024, cout=1024))  # 4 MB of weights, 8 KB in and out
+    working_set = 4 * (1024 + 1024 + 1024 * 1024 + 1024)
+    assert f["bytes_past_512KB"] == working_set - 2**19
+    assert f["bytes_past_2MB"] == working_set - 2**21
+    assert f["bytes_past_8MB"] == 0
 
 
 def test_pools_and_elementwise():

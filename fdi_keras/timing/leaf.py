@@ -11,7 +11,7 @@ from fdi_keras.features import FEATURES
 def design_matrix(features: list[dict]) -> np.ndarray:
     """Columns: intercept, then FEATURES (FLOPs, bytes in, bytes out, parameter bytes, the
     runtime's loop steps: recurrent timesteps, per-pixel loops of ops XNNPack leaves to TFLite;
-    the runs a padding or concatenation copies)."""
+    the runs a padding or concatenation copies; the working set's bytes past each cache knot)."""
     return np.array([[1.0] + [f[name] for name in FEATURES] for f in features])
 
 

@@ -50,10 +50,14 @@ FORMAT = "fdi_keras.timing_tree"
 # must refuse a tree of 8, which it would predict without that term); 9: splits on the channels
 # in a dim's last tile (`cout_in_last_32`, `fdi_keras.features.LAST_TILE_DIMS`), which an
 # older fdi_keras cannot evaluate; 10: a kind's `in_tile`, the input channels' tile (absent: 1),
-# which an older fdi_keras would ignore
-FORMAT_VERSION = 10
+# which an older fdi_keras would ignore; 11: leaves gained the working set's bytes past each
+# cache knot (`fdi_keras.features.CACHE_KNOTS`; a tree of 2-10 weighs them 0: it predicts what
+# it did)
+FORMAT_VERSION = 11
 # A format 2-4 leaf's weights: the intercept and the features before `copies`.
 LEAF_WEIGHTS_BEFORE_COPIES = 1 + FEATURES.index("copies")
+# A format 5-10 leaf's weights: the intercept and the features before the cache knots'.
+LEAF_WEIGHTS_BEFORE_CACHE = 1 + FEATURES.index("copies") + 1
 TILES = (1, 4, 8, 16, 32)
 # Candidate tiles of the input channels of `fdi_keras.features.IN_TILE_KINDS`: XNNPack packs an
 # int8 GEMM's depth in runs of 4 or 8 (by the CPU), a float32 one in runs of 1.
@@ -691,6 +695,12 @@ class TimingTree:
                 if version < 5:  # saved without the `copies` feature: it weighs nothing
                     flat.weights = [
                         [*w, 0.0] if len(w) == LEAF_WEIGHTS_BEFORE_COPIES else w
+                        for w in flat.weights
+                    ]
+                if version < 11:  # saved without the cache knots' features: they weigh nothing
+                    pad = [0.0] * (len(FEATURES) + 1 - LEAF_WEIGHTS_BEFORE_CACHE)
+                    flat.weights = [
+                        [*w, *pad] if len(w) == LEAF_WEIGHTS_BEFORE_CACHE else w
                         for w in flat.weights
                     ]
                 if not flat.left or any(len(w) != len(FEATURES) + 1 for w in flat.weights):

@@ -8,7 +8,7 @@ from fdi_keras.features import FEATURES, compute_features
 from fdi_keras.profiling.sampling import sample_configs
 from fdi_keras.specs import LayerSpec
 from fdi_keras.timing import FlopsLinear, TimingTree
-from fdi_keras.timing.tree import timed_as
+from fdi_keras.timing.tree import FORMAT_VERSION, LEAF_WEIGHTS_BEFORE_CACHE, timed_as
 
 
 def staircase_data(n=500, seed=0):
@@ -175,15 +175,47 @@ def test_json_round_trip(fitted, tmp_path):
     assert loaded.explain() == tree.explain()
 
 
-def test_a_tree_saved_before_the_copies_feature_predicts_what_it_did(fitted, tmp_path):
+def without_cache_features(data: dict) -> dict:
+    """`data` (a tree's dict) as a tree of format 10 or older could have saved it: its leaves
+    weigh no bytes past a cache knot, and have no weights for them."""
+    data = json.loads(json.dumps(data))
+    for m in data["kinds"].values():
+        m["tree"]["weights"] = [w[:LEAF_WEIGHTS_BEFORE_CACHE] for w in m["tree"]["weights"]]
+    return {**data, "format_version": 10}
+
+
+def test_a_tree_saved_before_the_cache_features_predicts_what_it_did(fitted, tmp_path):
     tree, specs, _ = fitted
-    data = tree.to_dict()
-    for m in data["kinds"].values():  # version 4: leaf weights over [1, *FEATURES[:-1]]
-        assert all(w[-1] == 0 for w in m["tree"]["weights"])  # dense copies nothing
-        m["tree"]["weights"] = [w[:-1] for w in m["tree"]["weights"]]
+    old = without_cache_features(tree.to_dict())
     path = tmp_path / "tree.json"
-    path.write_text(json.dumps({**data, "format_version": 4}))
-    np.testing.assert_allclose(TimingTree.load(str(path)).predict(specs), tree.predict(specs))
+    path.write_text(json.dumps(old))
+    loaded = TimingTree.load(str(path))
+    for spec in specs:
+        leaf_weights = np.array(tree.leaf(spec)[1])[:LEAF_WEIGHTS_BEFORE_CACHE]
+        features = compute_features(spec, **tree.leaf(spec)[2])
+        before = leaf_weights @ [1, *(features[f] for f in FEATURES[: len(leaf_weights) - 1])]
+        assert loaded.predict_one(spec) == pytest.approx(before)
+    assert loaded.to_dict()["format_version"] == FORMAT_VERSION
+
+
+def test_a_tree_learns_that_bytes_past_a_cache_cost_more():
+    """A memory-bound kind at 100 GB/s up to 2 MB of working set and 30 GB/s past it: the
+    features past the cache knots let a leaf say so, where bytes alone would average the two."""
+    rng = np.random.default_rng(0)
+    sides = rng.integers(8, 200, 160)
+    channels = rng.integers(8, 256, 160)
+    specs = [LayerSpec("add", dict(h=int(h), w=int(h), c=int(c))) for h, c in zip(sides, channels)]
+
+    def time_us(spec):
+        moved = 3 * 4 * spec.dims["h"] ** 2 * spec.dims["c"]
+        return 0.5 + moved / 1e5 + max(0, moved - 2**21) * (1 / 3e4 - 1 / 1e5)
+
+    y = np.array([time_us(s) for s in specs]) * rng.lognormal(0, 0.02, len(specs))
+    tree = TimingTree().fit(specs, y)
+    large = [LayerSpec("add", dict(h=112, w=112, c=96)), LayerSpec("add", dict(h=56, w=56, c=240))]
+    small = [LayerSpec("add", dict(h=28, w=28, c=64)), LayerSpec("add", dict(h=14, w=14, c=200))]
+    for spec in large + small:
+        assert tree.predict_one(spec) == pytest.approx(time_us(spec), rel=0.06)
 
 
 def test_a_tree_saved_when_copies_also_counted_builtin_concats_predicts_what_it_did(tmp_path):
@@ -195,7 +227,7 @@ def test_a_tree_saved_when_copies_also_counted_builtin_concats_predicts_what_it_
         )
     ]
     tree = TimingTree().fit(specs, [1.0 + 1e-3 * s.dims["h"] ** 2 * s.dims["n"] for s in specs])
-    data = tree.to_dict()
+    data = without_cache_features(tree.to_dict())
     for w in data["kinds"]["concat"]["tree"]["weights"]:
         w[-2:] = [2e-3, 1e-3]  # format 5: a leaf weighing both steps and copies
     path = tmp_path / "tree.json"
@@ -205,7 +237,8 @@ def test_a_tree_saved_when_copies_also_counted_builtin_concats_predicts_what_it_
         leaf_weights = np.array(tree.leaf(spec)[1])
         features = compute_features(spec, tree.kinds_["concat"]["tile"])
         runs = spec.dims["h"] * spec.dims["w"] * spec.dims["n"]
-        before = leaf_weights[:-2] @ [1, *(features[f] for f in FEATURES[:-2])]
+        steps = FEATURES.index("steps")
+        before = leaf_weights[: 1 + steps] @ [1, *(features[f] for f in FEATURES[:steps])]
         before += 1e-3 * runs + (2e-3 * runs if spec.dims["n"] > 5 else 0.0)
         assert loaded.predict_one(spec) == pytest.approx(before)
 
@@ -218,14 +251,15 @@ def test_a_tree_saved_before_convolutions_counted_their_runs_predicts_what_it_di
     ]
     runs = [compute_features(s)["copies"] for s in specs]
     tree = TimingTree().fit(specs, [1.0 + 1e-3 * r for r in runs])
-    assert any(w[-1] > 0 for w in tree.kinds_["conv2d"]["tree"].weights)  # it weighs them now
+    copies = 1 + FEATURES.index("copies")
+    assert any(w[copies] > 0 for w in tree.kinds_["conv2d"]["tree"].weights)  # weighs them now
     path = tmp_path / "tree.json"
-    path.write_text(json.dumps({**tree.to_dict(), "format_version": 7}))
+    path.write_text(json.dumps({**without_cache_features(tree.to_dict()), "format_version": 7}))
     loaded = TimingTree.load(str(path))
     for spec in specs:  # format 7 counted no runs for a convolution
         leaf_weights = np.array(tree.leaf(spec)[1])
         features = compute_features(spec, tree.kinds_["conv2d"]["tile"])
-        before = leaf_weights[:-1] @ [1, *(features[f] for f in FEATURES[:-1])]
+        before = leaf_weights[:copies] @ [1, *(features[f] for f in FEATURES[: copies - 1])]
         assert loaded.predict_one(spec) == pytest.approx(before)
 
 
@@ -244,7 +278,7 @@ def test_foreign_and_other_version_files(fitted, tmp_path):
     data = fitted[0].to_dict()
     path.write_text(json.dumps({**data, "format_version": 99}))
     with pytest.raises(
-        TreeFormatError, match="format_version 99.*versions 2 to 10.*profile_device"
+        TreeFormatError, match=f"format_version 99.*versions 2 to {FORMAT_VERSION}.*profile_device"
     ):
         TimingTree.load(str(path))
     del data["overhead_us"]
