@@ -26,12 +26,14 @@ def with_batch_one(model: keras.Model) -> keras.Model:
     """
     if all(t.shape[0] == 1 for t in model.inputs):
         return model
+    # The same nesting as the model's: one tensor, a list of one (`keras.Model([x], y)`), a
+    # dict. A Sequential model has one input, and no `model.input` until it is called.
+    nesting = model.inputs[0] if isinstance(model, keras.Sequential) else model.input
     inputs = [
         keras.Input(t.shape[1:], batch_size=1, dtype=t.dtype, name=t.name.split(":")[0])
-        for t in keras.tree.flatten(model.input)
+        for t in keras.tree.flatten(nesting)
     ]
-    # The same nesting as the model's: one tensor, a list of one (`keras.Model([x], y)`), a dict.
-    input_tensors = keras.tree.pack_sequence_as(model.input, inputs)
+    input_tensors = keras.tree.pack_sequence_as(nesting, inputs)
     clone = keras.models.clone_model(model, input_tensors=input_tensors)
     clone.set_weights(model.get_weights())
     return clone
