@@ -294,8 +294,8 @@ _SAMPLERS = {
 # channels seldom make a tensor of over a megabyte, where such a kernel outgrows a core's
 # cache (2 MB of L2 on the Intel VM; 0.5-1 MB on phones) and runs at the next level's
 # bandwidth. Fitted without these rows, the Intel VM's trees put its held-out add, concat,
-# pad and squared_difference kernels of over 2 MB 27-63% low (those under it within 6%), and
-# EfficientNetB0 at 224 px's 112x112x96 element-wise kernels 40% low.
+# pad, squared_difference, pool2d and global_pool kernels of over 2 MB 24-63% low (those under
+# it -6 to +13%), and EfficientNetB0 at 224 px's 112x112x96 element-wise kernels 40% low.
 LARGE_KINDS = (
     "activation",
     "add",
