@@ -152,7 +152,8 @@ def networks_table(tree, first_rows, second_rows, reference):
     return rows, summary
 
 
-def staircase(runner, out_dir, tree, flops):
+def staircase(runner, out_dir, tree, flops, reference):
+    """The staircase figure and the conv sweep's times, at the profile's machine speed."""
     conv = [
         LayerSpec("conv2d", dict(h=28, w=28, cin=32, cout=c, kh=3, kw=3, sh=1, sw=1))
         for c in range(8, 129)
@@ -161,7 +162,7 @@ def staircase(runner, out_dir, tree, flops):
     rows = run_profile(
         [runner], conv + dense, os.path.join(out_dir, "staircase"), progress=False
     ).rows
-    data = rows_to_dataset(rows)
+    data = rows_to_dataset(rows, reference=reference)
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 4.2), layout="constrained")
@@ -170,7 +171,9 @@ def staircase(runner, out_dir, tree, flops):
         (axes[0], "conv2d", "Conv2D 3x3 on 28x28x32", "output channels"),
         (axes[1], "dense", "Dense from 256 inputs", "output units"),
     ]:
-        staircase_figure(tree, rows, kind, sweep="cout", others={"FLOPs-linear": flops}, ax=ax)
+        staircase_figure(
+            tree, rows, kind, "cout", {"FLOPs-linear": flops}, ax=ax, reference=reference
+        )
         ax.set(title=title, xlabel=xlabel)
     fig.savefig(os.path.join(HERE, f"staircase_{machine_slug()}.png"), dpi=110)
     conv_specs, conv_y = data["conv2d"]
@@ -212,7 +215,7 @@ def main(argv):
             np.concatenate([y for _, y in rows_to_dataset(rows).values()]),
         ]
     )
-    by_c = staircase(runner, FLAGS.out_dir, tree, flops_all)
+    by_c = staircase(runner, FLAGS.out_dir, tree, flops_all, reference)
 
     kinds = sorted(held)
     mean_of = lambda name, key: np.mean([stats[k, name][key] for k in kinds])  # noqa: E731

@@ -80,6 +80,8 @@ def latency_report_figure(report, measured_us=None, ax=None):
             float or a `Timing` (its `min_us` or `median_us`, the report's statistic), written
             under the predicted total in the title with the prediction's error.
         ax: a matplotlib Axes to draw into (default: a new figure).
+        reference: the calibration time (us) to draw the measured times at (`rows_to_dataset`);
+            rows of another run than the tree's profile need the profile's.
 
     Returns:
         The matplotlib Figure.
@@ -138,7 +140,7 @@ def _sweeps(specs: list[LayerSpec], dim=None, base=None) -> dict:
     return {k: v for k, v in out.items() if len({specs[i].dims[k[0]] for i in v}) >= 3}
 
 
-def staircase_figure(tree, rows, kind, sweep=None, others=None, ax=None):
+def staircase_figure(tree, rows, kind, sweep=None, others=None, ax=None, reference=None):
     """Measured time of one sweep (profile rows equal but for one dim, e.g. output channels)
     against that dim, with the tree's prediction at every value in between.
 
@@ -154,6 +156,8 @@ def staircase_figure(tree, rows, kind, sweep=None, others=None, ax=None):
         others: optional {label: model with `predict(specs)`} drawn dashed next to the tree
             (e.g. `{"FLOPs-linear": FlopsLinear().fit(...)}`).
         ax: a matplotlib Axes to draw into (default: a new figure).
+        reference: the calibration time (us) to draw the measured times at (`rows_to_dataset`);
+            rows of another run than the tree's profile need the profile's.
 
     Returns:
         The matplotlib Figure.
@@ -162,7 +166,7 @@ def staircase_figure(tree, rows, kind, sweep=None, others=None, ax=None):
         ValueError: no sweep of `kind` (with `sweep`'s constraint) in the rows; the message
             lists the kinds the rows have.
     """
-    data = rows_to_dataset(rows)
+    data = rows_to_dataset(rows, reference=reference)
     dim = sweep if isinstance(sweep, str) else None
     base = dict(sweep) if isinstance(sweep, Mapping) else None
     if sweep is not None and dim is None and base is None:
@@ -235,6 +239,8 @@ def pareto_figure(runs, title=None, ax=None):
             optionally `predicted_ms`.
         title: the axes' title.
         ax: a matplotlib Axes to draw into (default: a new figure).
+        reference: the calibration time (us) to draw the measured times at (`rows_to_dataset`);
+            rows of another run than the tree's profile need the profile's.
 
     Returns:
         The matplotlib Figure.

@@ -161,6 +161,17 @@ def test_staircase_divides_out_drift_and_skips_failed_rows(tree, sweep_specs):
     assert y[0] == pytest.approx(stairs(conv(cout=4)))
 
 
+def test_staircase_draws_another_run_at_the_profile_s_machine_speed(tree, sweep_specs):
+    rows = profile_rows(sweep_specs[:37], calibration_us=44.0)  # a run 10% slow throughout
+    rows = [{**r, "time_us": 1.1 * r["time_us"]} for r in rows]
+    own = line(plots.staircase_figure(tree, rows, "conv2d").axes[0], "measured")[1]
+    at_profile = line(
+        plots.staircase_figure(tree, rows, "conv2d", reference=40.0).axes[0], "measured"
+    )[1]
+    assert own[0] == pytest.approx(1.1 * stairs(conv(cout=4)))
+    assert at_profile[0] == pytest.approx(stairs(conv(cout=4)))
+
+
 def test_staircase_errors(tree, sweep_specs):
     rows = profile_rows(sweep_specs)
     with pytest.raises(ValueError, match=r"No sweep of 'gru'.*Kinds in the rows: \['conv2d'"):
