@@ -80,8 +80,6 @@ def latency_report_figure(report, measured_us=None, ax=None):
             float or a `Timing` (its `min_us` or `median_us`, the report's statistic), written
             under the predicted total in the title with the prediction's error.
         ax: a matplotlib Axes to draw into (default: a new figure).
-        reference: the calibration time (us) to draw the measured times at (`rows_to_dataset`);
-            rows of another run than the tree's profile need the profile's.
 
     Returns:
         The matplotlib Figure.
@@ -239,8 +237,6 @@ def pareto_figure(runs, title=None, ax=None):
             optionally `predicted_ms`.
         title: the axes' title.
         ax: a matplotlib Axes to draw into (default: a new figure).
-        reference: the calibration time (us) to draw the measured times at (`rows_to_dataset`);
-            rows of another run than the tree's profile need the profile's.
 
     Returns:
         The matplotlib Figure.
