@@ -28,6 +28,7 @@ import numpy as np
 from fdi_keras.atomic import atomic_write_bytes
 from fdi_keras.errors import MissingKindError, TreeFormatError
 from fdi_keras.features import (
+    CACHE_KNOTS,
     FEATURES,
     IN_TILE_KINDS,
     compute_features,
@@ -57,7 +58,7 @@ FORMAT_VERSION = 11
 # A format 2-4 leaf's weights: the intercept and the features before `copies`.
 LEAF_WEIGHTS_BEFORE_COPIES = 1 + FEATURES.index("copies")
 # A format 5-10 leaf's weights: the intercept and the features before the cache knots'.
-LEAF_WEIGHTS_BEFORE_CACHE = 1 + FEATURES.index("copies") + 1
+LEAF_WEIGHTS_BEFORE_CACHE = 1 + FEATURES.index(next(iter(CACHE_KNOTS)))
 TILES = (1, 4, 8, 16, 32)
 # Candidate tiles of the input channels of `fdi_keras.features.IN_TILE_KINDS`: XNNPack packs an
 # int8 GEMM's depth in runs of 4 or 8 (by the CPU), a float32 one in runs of 1.
@@ -692,17 +693,19 @@ class TimingTree:
             tree.kinds_ = {}
             for kind, m in data["kinds"].items():
                 flat = growth.FlatTree(**{f: m["tree"][f] for f in fields})
-                if version < 5:  # saved without the `copies` feature: it weighs nothing
-                    flat.weights = [
-                        [*w, 0.0] if len(w) == LEAF_WEIGHTS_BEFORE_COPIES else w
-                        for w in flat.weights
-                    ]
-                if version < 11:  # saved without the cache knots' features: they weigh nothing
-                    pad = [0.0] * (len(FEATURES) + 1 - LEAF_WEIGHTS_BEFORE_CACHE)
-                    flat.weights = [
-                        [*w, *pad] if len(w) == LEAF_WEIGHTS_BEFORE_CACHE else w
-                        for w in flat.weights
-                    ]
+                # Features a format did not have yet (`copies` before 5, the cache knots'
+                # before 11) weigh nothing: its leaves are padded with zeros.
+                saved = (
+                    LEAF_WEIGHTS_BEFORE_COPIES
+                    if version < 5
+                    else LEAF_WEIGHTS_BEFORE_CACHE
+                    if version < 11
+                    else len(FEATURES) + 1
+                )
+                flat.weights = [
+                    [*w, *[0.0] * (len(FEATURES) + 1 - saved)] if len(w) == saved else w
+                    for w in flat.weights
+                ]
                 if not flat.left or any(len(w) != len(FEATURES) + 1 for w in flat.weights):
                     raise TreeFormatError(
                         f"{source}: the {kind!r} tree has no nodes or leaf "
