@@ -207,20 +207,18 @@ def main(argv):
         ("MLP (LitePred)", MLP()),
         ("LookupTable (HALP)", LookupTable()),
     ]
-    kind_rows, stats = per_kind(models, rows_to_dataset(rows), held, floor)
+    profiled = rows_to_dataset(rows)
+    kind_rows, stats = per_kind(models, profiled, held, floor)
     net_rows, nets = networks_table(tree, first, second, reference)
     flops_all = FlopsLinear().fit(
-        *[
-            [s for k, (sp, _) in rows_to_dataset(rows).items() for s in sp],
-            np.concatenate([y for _, y in rows_to_dataset(rows).values()]),
-        ]
+        [s for kind_specs, _ in profiled.values() for s in kind_specs],
+        np.concatenate([y for _, y in profiled.values()]),
     )
     by_c = staircase(runner, FLAGS.out_dir, tree, flops_all, reference)
 
     kinds = sorted(held)
     mean_of = lambda name, key: np.mean([stats[k, name][key] for k in kinds])  # noqa: E731
     ratio = [stats[k, "TimingTree"]["mape"] / max(floor[k]["mape"], 1e-9) for k in kinds]
-    profiled = rows_to_dataset(rows)
     lines = [
         "## Timing model (`benchmarks/timing_model.py`)",
         "",
